@@ -4,7 +4,14 @@ Anything a user can fix (a YAML key, a path, a URI, a tokenizer name) raises `Us
 one-line message that names what is wrong and how to fix it. `scripts/*.py` catch it once and print
 that line; everything else is a bug and keeps its traceback.
 """
+import difflib
 
 
 class UserError(Exception):
     """A mistake in user input; the message is a single line shown as-is."""
+
+
+def closest(word, choices) -> str:
+    """' (did you mean X?)' for the nearest choice, or '' when nothing is near."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""

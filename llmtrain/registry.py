@@ -6,11 +6,10 @@ and `llmtrain.builders` is the one place that looks them up. A registry entry ma
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from llmtrain.errors import UserError
+from llmtrain.errors import UserError, closest
 
 
 @dataclass(frozen=True)
@@ -18,12 +17,6 @@ class Entry:
     name: str
     build: Callable[..., Any]
     validate: Optional[Callable[[dict, str], None]] = None
-
-
-def closest(word: str, choices) -> str:
-    """' (did you mean X?)' for the nearest choice, or '' when nothing is near."""
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 class Registry:
@@ -35,6 +28,19 @@ class Registry:
         if name in self._entries:
             raise ValueError(f"{self.kind} '{name}' is registered twice")
         self._entries[name] = Entry(name, build, validate)
+
+    def register_typed(self, name: str, config_cls, make: Callable[..., Any]) -> None:
+        """Register a component whose YAML section is the dataclass `config_cls`:
+        `build(section, *args)` calls `make(parsed_config, *args)`; validation comes for free."""
+        from llmtrain.schema import parse_section
+
+        def build(section: dict, *args):
+            return make(parse_section(config_cls, section, self.kind), *args)
+
+        def validate(section: dict, key: str) -> None:
+            parse_section(config_cls, section, key)
+
+        self.register(name, build, validate)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -11,8 +11,7 @@ import types
 import typing
 from typing import Any, Mapping, Union
 
-from llmtrain.errors import UserError
-from llmtrain.registry import closest
+from llmtrain.errors import UserError, closest
 
 
 def check_keys(data: Mapping, allowed, key: str) -> None:

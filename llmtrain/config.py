@@ -1,0 +1,166 @@
+"""The run config: YAML + CLI overrides → a validated, typed `TrainConfig`.
+
+Top-level keys are llm-foundry's, so their recipes carry over. Every error a user can make here —
+missing file, YAML syntax, bad override, broken `${...}` interpolation, unknown or misspelled key,
+wrong type, unknown registry name — is a one-line `UserError` raised before anything is built.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+import yaml
+
+from llmtrain import registry
+from llmtrain.distributed import validate_fsdp_section
+from llmtrain.errors import UserError
+from llmtrain.schema import parse_section
+
+Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', or an int of batches
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: dict
+    tokenizer: TokenizerConfig
+    train_loader: dict
+    optimizer: dict
+    max_duration: Duration
+    max_seq_len: int
+    global_train_batch_size: int
+    variables: dict = field(default_factory=dict)
+    eval_loader: Optional[dict] = None
+    eval_interval: Duration = 1
+    eval_first: bool = False
+    eval_subset_num_batches: int = -1
+    scheduler: Optional[dict] = None
+    algorithms: dict = field(default_factory=dict)
+    device_train_microbatch_size: Union[int, Literal["auto"]] = 1
+    device_eval_batch_size: Optional[int] = None
+    precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
+    fsdp_config: Optional[dict] = None
+    compile_config: Optional[dict] = None
+    save_folder: Optional[str] = None
+    save_interval: Duration = "1000ba"
+    save_num_checkpoints_to_keep: int = -1
+    save_overwrite: bool = False
+    save_weights_only: bool = False
+    load_path: Optional[str] = None
+    load_weights_only: bool = False
+    load_strict_model_weights: bool = True
+    autoresume: bool = False
+    loggers: dict = field(default_factory=dict)
+    callbacks: dict = field(default_factory=dict)
+    seed: int = 17
+    run_name: Optional[str] = None
+    run_dir: Optional[str] = None  # default runs/{run_name}: config.yaml and metrics.jsonl live here
+    log_interval: Duration = "1ba"
+    console_log_interval: Duration = "1ba"
+    progress_bar: bool = False
+    dist_timeout: float = 600.0
+    device: Optional[Literal["cpu", "gpu"]] = None  # None: a GPU when there is one
+    python_log_level: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Sections holding `{name: ..., ...}`, and those holding `{name: {...}, ...}` (one entry per component).
+_NAMED_SECTIONS = {"model": registry.models, "train_loader": registry.dataloaders,
+                   "eval_loader": registry.dataloaders, "optimizer": registry.optimizers,
+                   "scheduler": registry.schedulers}
+_KEYED_SECTIONS = {"algorithms": registry.algorithms, "callbacks": registry.callbacks,
+                   "loggers": registry.loggers}
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][\w-]*(?:\.[\w-]+)*)=(.*)$", re.S)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """`['optimizer.lr=1e-4', 'max_duration=10ba']` → a nested dict; values parsed as YAML."""
+    merged = OmegaConf.create({})
+    for item in overrides:
+        match = _OVERRIDE.match(item)
+        if not match:
+            raise UserError(f"override '{item}': expected dotted.key=value, e.g. optimizer.lr=1e-4")
+        key, text = match.groups()
+        try:  # OmegaConf's YAML reading, so 1e-4 is a float as it is in the recipe files
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+        except (yaml.YAMLError, OmegaConfBaseException):
+            raise UserError(f"override '{item}': the value '{text}' is not valid YAML; quote it or fix the brackets") from None
+        OmegaConf.update(merged, key, value, merge=False, force_add=True)
+    return OmegaConf.to_container(merged)
+
+
+def _load_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file '{path}' not found; pass the path of a YAML recipe, e.g. yamls/tiny.yaml")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{where}: {problem}; fix the YAML syntax there") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a run config must be a mapping of keys (model:, train_loader:, ...)")
+    return data
+
+
+def resolve(data: dict, source: str) -> dict:
+    """Resolve `${...}` interpolations (`${variables.x}` and friends) into plain values."""
+    try:
+        return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err).splitlines()[0]
+        raise UserError(f"{key}: {msg} (in {source}); define it under variables: or fix the ${{...}} reference") from None
+
+
+def _check_components(cfg: TrainConfig) -> None:
+    if cfg.fsdp_config is not None:
+        validate_fsdp_section(cfg.fsdp_config)
+    for section, reg in _NAMED_SECTIONS.items():
+        body = getattr(cfg, section)
+        if body is None:
+            continue
+        if "name" not in body:
+            raise UserError(f"{section}.name: required key is missing; choose one of: {', '.join(reg.names())}")
+        entry = reg.get(body["name"], f"{section}.name")
+        if entry.validate:
+            entry.validate({k: v for k, v in body.items() if k != "name"}, section)
+    for section, reg in _KEYED_SECTIONS.items():
+        for name, body in getattr(cfg, section).items():
+            entry = reg.get(name, f"{section}.{name}")
+            if body is not None and not isinstance(body, dict):
+                raise UserError(f"{section}.{name}: expected a mapping of options (use {{}} for none), got {body!r}")
+            if entry.validate:
+                entry.validate(body or {}, f"{section}.{name}")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Load, override, interpolate and validate a run config; raises UserError on any mistake."""
+    import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
+
+    path = Path(path)
+    data = _load_yaml(path)
+    try:
+        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), parse_overrides(list(overrides))))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise UserError(f"override of {key}: {str(err).splitlines()[0]}") from None
+    data = resolve(data, str(path))
+    cfg = parse_section(TrainConfig, data, "")
+    _check_components(cfg)
+    if cfg.run_name is None:
+        cfg = TrainConfig(**{**cfg.__dict__, "run_name": path.stem})
+    return cfg

@@ -1,0 +1,70 @@
+"""`fsdp_config:` (llm-foundry's FSDP1 keys, or FSDP2's own) → Composer's FSDP2 parallelism config.
+
+llm-foundry recipes speak FSDP1. Each key maps to its FSDP2 meaning: FULL_SHARD reshards parameters
+after forward, SHARD_GRAD_OP keeps them gathered until backward, HYBRID_SHARD shards within a node and
+replicates across nodes (a 2-D mesh). Knobs that FSDP2 does by construction (`use_orig_params`,
+`limit_all_gathers`, prefetching, `sync_module_states`) are accepted and have no effect; knobs with no
+FSDP2 counterpart in Composer are refused with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from llmtrain.errors import UserError
+from llmtrain.schema import parse_section
+
+_REFUSED = {
+    "cpu_offload": "parameter CPU offload is not supported by Composer's FSDP2 path; remove it "
+                   "(activation_cpu_offload: true offloads activations instead)",
+    "sharded_ckpt_prefix_dir": "FSDP2 checkpoints are always torch distributed checkpoints; remove it",
+}
+
+
+@dataclass(frozen=True)
+class FSDPConfig:
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"] = "FULL_SHARD"
+    reshard_after_forward: Optional[bool] = None  # FSDP2's own knob; overrides sharding_strategy
+    mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = "DEFAULT"
+    activation_checkpointing: bool = False
+    activation_checkpointing_reentrant: bool = False  # FSDP2 checkpointing is always non-reentrant
+    activation_cpu_offload: bool = False
+    state_dict_type: Literal["sharded", "full"] = "sharded"
+    load_monolith_rank0_only: bool = False
+    verbose: bool = False
+    # FSDP1 knobs that FSDP2 does by construction:
+    use_orig_params: bool = True
+    limit_all_gathers: bool = True
+    forward_prefetch: bool = False
+    backward_prefetch: Optional[str] = None
+    sync_module_states: bool = False
+
+
+def validate_fsdp_section(section: dict, key: str = "fsdp_config") -> FSDPConfig:
+    for name, why in _REFUSED.items():
+        if name in section:
+            raise UserError(f"{key}.{name}: {why}")
+    return parse_section(FSDPConfig, section, key)
+
+
+def build_parallelism_config(section: Optional[dict], device: str) -> Optional[dict]:
+    """Composer's `parallelism_config` for a multi-rank run, or None to run unsharded."""
+    from composer.utils import dist
+    from composer.utils.parallelism import FSDP2Config
+
+    if section is None or dist.get_world_size() == 1:
+        return None
+    cfg = validate_fsdp_section(section)
+    reshard = cfg.reshard_after_forward
+    if reshard is None:
+        reshard = cfg.sharding_strategy in ("FULL_SHARD", "HYBRID_SHARD")
+    mesh = None
+    if cfg.sharding_strategy in ("HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"):
+        from torch.distributed.device_mesh import init_device_mesh
+        local, world = dist.get_local_world_size(), dist.get_world_size()
+        mesh = init_device_mesh("cuda" if device == "gpu" else "cpu", (world // local, local), mesh_dim_names=("replicate", "shard"))
+    return {"fsdp": FSDP2Config(
+        device_mesh=mesh, reshard_after_forward=reshard, activation_checkpointing=cfg.activation_checkpointing,
+        activation_cpu_offload=cfg.activation_cpu_offload, state_dict_type=cfg.state_dict_type,
+        load_monolith_rank0_only=cfg.load_monolith_rank0_only, mixed_precision=cfg.mixed_precision,
+        verbose=cfg.verbose)}

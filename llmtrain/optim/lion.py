@@ -1,0 +1,67 @@
+"""DecoupledLionW: LION with weight decay decoupled from the learning rate.
+
+    p ← p · (1 − (lr / initial_lr) · wd)            decay follows the schedule, not lr itself
+    p ← p − lr · sign(β1·m + (1 − β1)·g)
+    m ← β2·m + (1 − β2)·g
+
+lion-pytorch's `Lion(decoupled_weight_decay=True)` has exactly these semantics, its constructor and
+its state layout (`exp_avg`), so we subclass it. Its `step` updates one parameter at a time (a handful
+of kernel launches each, hundreds of parameters), and its Triton kernel crashes on FSDP2 DTensor
+parameters; so `step` here runs the same update as multi-tensor `torch._foreach_*` calls — a few
+launches per group, DTensor-safe because DTensor implements the foreach ops shard-locally.
+`foreach=False` keeps lion-pytorch's own per-parameter update, as a reference and for benchmarks.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Optional
+
+import torch
+from lion_pytorch import Lion
+
+
+class DecoupledLionW(Lion):
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, foreach: bool = True):
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        super().__init__(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                         use_triton=False, decoupled_weight_decay=True)
+        self.foreach = foreach
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable] = None):
+        if not self.foreach:
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            # foreach kernels need one device, dtype and tensor type per call
+            buckets: dict[tuple, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                params, grads, exp_avgs = buckets[(p.device, p.dtype, type(p))]
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+            for params, grads, exp_avgs in buckets.values():
+                self._update(params, grads, exp_avgs, group)
+        return loss
+
+    def _update(self, params, grads, exp_avgs, group) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        if wd:
+            torch._foreach_mul_(params, 1.0 - lr / self._init_lr * wd)
+        update = torch._foreach_mul(exp_avgs, beta1)
+        torch._foreach_add_(update, grads, alpha=1.0 - beta1)
+        torch._foreach_sign_(update)
+        torch._foreach_add_(params, update, alpha=-lr)
+        torch._foreach_mul_(exp_avgs, beta2)
+        torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta2)

@@ -1,0 +1,99 @@
+"""train(cfg): build every component from a validated TrainConfig and run Composer's Trainer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from composer import Trainer
+from composer.utils import dist, get_device, reproducibility
+from omegaconf import OmegaConf
+
+from llmtrain import builders
+from llmtrain.callbacks import MetricsJsonl
+from llmtrain.config import TrainConfig
+from llmtrain.distributed import build_parallelism_config
+from llmtrain.errors import UserError
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.run_dir or f"runs/{cfg.run_name}")
+
+
+def _write_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:
+    # The config as it ran, overrides and interpolations applied; secrets never live in it
+    # (credentials come from the environment only).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg.to_dict())))
+    tmp.replace(run_dir / "config.yaml")
+
+
+def device_batch_size(cfg: TrainConfig) -> int:
+    world = dist.get_world_size()
+    if cfg.global_train_batch_size % world:
+        raise UserError(f"global_train_batch_size: {cfg.global_train_batch_size} does not split evenly "
+                        f"over {world} ranks; make it a multiple of {world}")
+    return cfg.global_train_batch_size // world
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
+    reproducibility.seed_all(cfg.seed)
+    batch_size = device_batch_size(cfg)
+    run_dir = run_dir_of(cfg)
+    if dist.get_global_rank() == 0:
+        _write_resolved_config(cfg, run_dir)
+
+    tokenizer = builders.build_tokenizer(cfg.tokenizer)
+    model = builders.build_model(cfg.model)
+    train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
+    eval_loader = None
+    if cfg.eval_loader is not None:
+        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer,
+                                                cfg.device_eval_batch_size or batch_size)
+    optimizer = builders.build_optimizer(cfg.optimizer, model)
+    scheduler = builders.build_scheduler(cfg.scheduler)
+
+    return Trainer(
+        run_name=cfg.run_name,
+        model=model,
+        train_dataloader=train_loader,
+        eval_dataloader=eval_loader,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        algorithms=builders.build_algorithms(cfg.algorithms),
+        callbacks=builders.build_callbacks(cfg.callbacks),
+        loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
+                 *builders.build_loggers(cfg.loggers, run_dir)],
+        max_duration=cfg.max_duration,
+        precision=cfg.precision if device == "gpu" else "fp32",  # autocast is a GPU feature here
+        device=device,
+        device_train_microbatch_size=cfg.device_train_microbatch_size,
+        parallelism_config=build_parallelism_config(cfg.fsdp_config, device),
+        compile_config=cfg.compile_config,
+        save_folder=cfg.save_folder,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=cfg.save_overwrite,
+        save_weights_only=cfg.save_weights_only,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        load_strict_model_weights=cfg.load_strict_model_weights,
+        autoresume=cfg.autoresume,
+        seed=cfg.seed,
+        log_to_console=True,
+        console_log_interval=cfg.console_log_interval,
+        progress_bar=cfg.progress_bar,
+        eval_first=cfg.eval_first,
+        dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level,
+    )
+
+
+def train(cfg: TrainConfig) -> Trainer:
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    return trainer
