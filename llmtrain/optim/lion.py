@@ -7,8 +7,10 @@
 lion-pytorch's `Lion(decoupled_weight_decay=True)` has exactly these semantics, its constructor and
 its state layout (`exp_avg`), so we subclass it. Its `step` updates one parameter at a time (a handful
 of kernel launches each, hundreds of parameters), and its Triton kernel crashes on FSDP2 DTensor
-parameters; so `step` here runs the same update as multi-tensor `torch._foreach_*` calls — a few
-launches per group, DTensor-safe because DTensor implements the foreach ops shard-locally.
+parameters; so `step` here runs the same update as multi-tensor `torch._foreach_*` calls, a few
+launches per group. The update is elementwise, so on FSDP2 DTensors it runs on each rank's local
+shards (`to_local()`, which shares storage): exact, and free of DTensor dispatch (which also lacks
+some foreach ops, e.g. `_foreach_sign_` in torch 2.7).
 `foreach=False` keeps lion-pytorch's own per-parameter update, as a reference and for benchmarks.
 """
 from __future__ import annotations
@@ -18,6 +20,11 @@ from typing import Callable, Optional
 
 import torch
 from lion_pytorch import Lion
+from torch.distributed.tensor import DTensor
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 class DecoupledLionW(Lion):
@@ -38,7 +45,7 @@ class DecoupledLionW(Lion):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            # foreach kernels need one device, dtype and tensor type per call
+            # foreach kernels need one device and dtype per call
             buckets: dict[tuple, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
             for p in group["params"]:
                 if p.grad is None:
@@ -46,10 +53,11 @@ class DecoupledLionW(Lion):
                 state = self.state[p]
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(p)
-                params, grads, exp_avgs = buckets[(p.device, p.dtype, type(p))]
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
+                local = _local(p)
+                params, grads, exp_avgs = buckets[(local.device, local.dtype)]
+                params.append(local)
+                grads.append(_local(p.grad))
+                exp_avgs.append(_local(state["exp_avg"]))
             for params, grads, exp_avgs in buckets.values():
                 self._update(params, grads, exp_avgs, group)
         return loss
