@@ -1,0 +1,55 @@
+"""`train_loader: {name: synthetic}`: random tokens, no files — for benchmarks and smoke runs.
+
+Each row is `max_seq_len` uniform random token ids (deterministic per index and seed), with an EOS
+every `max_seq_len / docs_per_row` tokens so that document masking has real work to do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from composer.core import DataSpec
+from composer.utils import dist
+from torch.utils.data import DataLoader, Dataset
+
+from llmtrain.registry import dataloaders
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    max_seq_len: int
+    vocab_size: int = 50277
+    num_samples: int = 1_000_000
+    docs_per_row: int = 1
+    eos_token_id: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    drop_last: bool = True
+
+
+class SyntheticTokens(Dataset):
+    def __init__(self, cfg: SyntheticConfig):
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return self.cfg.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+        tokens = torch.randint(1, self.cfg.vocab_size, (self.cfg.max_seq_len,), generator=gen)
+        doc_len = self.cfg.max_seq_len // self.cfg.docs_per_row
+        tokens[doc_len - 1::doc_len] = self.cfg.eos_token_id
+        # a document's tokens up to and including its EOS share an id
+        sequence_id = torch.cumsum(tokens == self.cfg.eos_token_id, 0) - (tokens == self.cfg.eos_token_id).long()
+        return {"input_ids": tokens, "labels": tokens.clone(), "sequence_id": sequence_id}
+
+
+def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_size: int) -> DataSpec:
+    dataset = SyntheticTokens(cfg)
+    sampler = dist.get_sampler(dataset, shuffle=False, drop_last=cfg.drop_last)
+    loader = DataLoader(dataset, batch_size=device_batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, drop_last=cfg.drop_last)
+    return DataSpec(loader)
+
+
+dataloaders.register_typed("synthetic", SyntheticConfig, build_synthetic_dataloader)
