@@ -186,9 +186,15 @@ class MPTModel(nn.Module):
         return self.norm_f(x)
 
 
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Position t's target is token t+1 (labels are unshifted, -100 = ignore); the last has none.
+    Shifting the labels, not the logits, keeps the (B, S, vocab) logits a view, not a copy."""
+    return F.pad(labels[:, 1:], (0, 1), value=-100)
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross entropy of predicting token t+1 from position t; labels are unshifted, -100 = ignore."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    """Mean next-token cross entropy over the positions whose target is not -100."""
+    return F.cross_entropy(logits.flatten(0, 1), shifted_targets(labels).flatten(), ignore_index=-100)
 
 
 def _resolve_init_device(init_device: str) -> str:

@@ -1,0 +1,58 @@
+"""ComposerMPT: MPTForCausalLM behind Composer's model interface.
+
+Batch contract (from the data loader): `input_ids` (B, S) int64; `labels` (B, S) int64, an unshifted
+copy of input_ids with -100 where no loss is taken; optional `sequence_id` (B, S) and
+`attention_mask` (B, S). Other keys (e.g. `source_id`) are ignored.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
+from composer.models import ComposerModel
+
+from llmtrain.models.mpt.configuration import MPTConfig
+from llmtrain.models.mpt.modeling import MPTForCausalLM, causal_lm_loss, shifted_targets
+
+
+def _metrics() -> dict:
+    return {"LanguageCrossEntropy": LanguageCrossEntropy(), "LanguagePerplexity": LanguagePerplexity()}
+
+
+class ComposerMPT(ComposerModel):
+    def __init__(self, config: MPTConfig):
+        super().__init__()
+        # The only direct child, so Composer's FSDP2 wraps it and asks its fsdp_wrap_fn /
+        # activation_checkpointing_fn about everything inside (one FSDP unit per block).
+        self.model = MPTForCausalLM(config)
+        # Counted before sharding (FSDP2 keeps global shapes anyway); tied weights count once.
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.train_metrics = _metrics()
+        self.eval_metrics = _metrics()
+
+    def forward(self, batch: Mapping) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                          sequence_id=batch.get("sequence_id")).logits
+
+    def loss(self, outputs: torch.Tensor, batch: Mapping) -> torch.Tensor:
+        return causal_lm_loss(outputs, batch["labels"])
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: Mapping, outputs: torch.Tensor, metric) -> None:
+        metric.update(outputs, shifted_targets(batch["labels"]))
+
+    def flops_per_batch(self, batch: Mapping) -> int:
+        """Training FLOPs of one batch, as llm-foundry counts them (no padding, backward = 2x forward):
+        2 FLOPs per parameter per token, plus attention's QK^T and AV (2 * 2 * n_layers * d_model * s^2),
+        times 3 for forward + backward. Parameters are all parameters; an untied input embedding is a
+        lookup, not a matmul, so it is left out (tied, it is counted once, as the output projection)."""
+        bs, s = batch["input_ids"].shape[:2]
+        cfg = self.model.config
+        params = self.n_params
+        if not cfg.tie_word_embeddings:
+            params -= cfg.vocab_size * cfg.d_model
+        attn_flops = 4 * cfg.n_layers * cfg.d_model * s ** 2
+        return (2 * params * s + attn_flops) * 3 * bs
