@@ -6,6 +6,7 @@ from pathlib import Path
 import llmtrain.algorithms  # noqa: F401  (each import registers its components)
 import llmtrain.callbacks  # noqa: F401
 import llmtrain.data  # noqa: F401
+import llmtrain.data.synthetic  # noqa: F401
 import llmtrain.loggers  # noqa: F401
 import llmtrain.models  # noqa: F401
 import llmtrain.optim  # noqa: F401

@@ -7,7 +7,7 @@ wrong type, unknown registry name — is a one-line `UserError` raised before an
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -149,18 +149,22 @@ def _check_components(cfg: TrainConfig) -> None:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Load, override, interpolate and validate a run config; raises UserError on any mistake."""
+    path = Path(path)
+    return config_from_dict(_load_yaml(path), overrides, source=str(path), default_run_name=path.stem)
+
+
+def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<config>",
+                     default_run_name: str = "run") -> TrainConfig:
+    """The same as `load_config` for a recipe already read into a dict."""
     import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
 
-    path = Path(path)
-    data = _load_yaml(path)
     try:
         data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), parse_overrides(list(overrides))))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise UserError(f"override of {key}: {str(err).splitlines()[0]}") from None
-    data = resolve(data, str(path))
-    cfg = parse_section(TrainConfig, data, "")
+    cfg = parse_section(TrainConfig, resolve(data, source), "")
     _check_components(cfg)
     if cfg.run_name is None:
-        cfg = TrainConfig(**{**cfg.__dict__, "run_name": path.stem})
+        cfg = replace(cfg, run_name=default_run_name)
     return cfg

@@ -87,7 +87,6 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         log_to_console=True,
         console_log_interval=cfg.console_log_interval,
         progress_bar=cfg.progress_bar,
-        eval_first=cfg.eval_first,
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )
@@ -95,5 +94,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
 
 def train(cfg: TrainConfig) -> Trainer:
     trainer = build_trainer(cfg)
+    if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
+        trainer.eval()
     trainer.fit()
     return trainer

@@ -1,0 +1,171 @@
+"""Training throughput of a preset through the real training path, against HF MptForCausalLM.
+
+    python benchmarks/bench_train.py --preset 1b --microbatch 8                 # 1 GPU
+    composer -n 4 benchmarks/bench_train.py --preset 7b --microbatch 4 --skip-baseline
+
+Ours: yamls/mpt-<preset>.yaml with the data swapped for synthetic tokens, built and run by
+`llmtrain.train.build_trainer` (Composer Trainer, our MPT, LION, FSDP2 when >1 GPU). Baseline, in the
+same process: stock `transformers.MptForCausalLM` of the same shape, amp bf16, fused AdamW, plain loop.
+Prints tokens/s/GPU, MFU (tokens/s x (6N + 12·L·d·s) / peak, as llm-foundry counts) and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from llmtrain.config import config_from_dict
+from llmtrain.train import build_trainer
+
+RECIPES = Path(__file__).resolve().parents[1] / "yamls"
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops() -> float:
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), float("nan"))
+
+
+def mfu(tokens_per_sec: float, n_params: int, n_layers: int, d_model: int, seq: int) -> float:
+    return tokens_per_sec * (6 * n_params + 12 * n_layers * d_model * seq) / peak_flops()
+
+
+def peak_mem_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+
+
+class StepTimer(Callback):
+    """Wall time of each training batch (Composer syncs the device when it logs the loss)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self._start = time.perf_counter()
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run_ours(args) -> dict:
+    recipe = yaml.safe_load((RECIPES / f"mpt-{args.preset}.yaml").read_text())
+    world = dist.get_world_size()
+    recipe.update(
+        train_loader={"name": "synthetic", "max_seq_len": args.seq, "docs_per_row": args.docs_per_row},
+        max_duration=f"{args.warmup + args.steps}ba",
+        global_train_batch_size=args.microbatch * args.accum * world,
+        device_train_microbatch_size=args.microbatch,
+        save_folder=None, autoresume=False, loggers={}, callbacks={}, eval_loader=None,
+        run_name=f"bench-{args.preset}", run_dir=f"/tmp/bench-{args.preset}",
+    )
+    if args.compile:
+        recipe["compile_config"] = {}
+    if world == 1:
+        recipe["model"]["init_device"] = "cpu"
+    cfg = config_from_dict(recipe, args.override, source=f"mpt-{args.preset}.yaml")
+    trainer = build_trainer(cfg)
+    timer = StepTimer()
+    trainer.state.callbacks.append(timer)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit()
+    step_s = statistics.median(timer.times[args.warmup:])
+    tok_s = args.microbatch * args.accum * args.seq / step_s
+    model = trainer.state.model
+    n_params = getattr(model, "n_params", None) or sum(p.numel() for p in model.parameters())
+    m = cfg.model
+    result = {"name": "llmtrain", "microbatch": args.microbatch, "tokens_per_sec_per_gpu": tok_s,
+              "mfu": mfu(tok_s, n_params, m["n_layers"], m["d_model"], args.seq),
+              "peak_mem_gib": peak_mem_gib(), "n_params": n_params, "step_s_median": step_s}
+    trainer.close()
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
+
+
+def run_hf_baseline(args) -> dict:
+    from transformers import MptConfig, MptForCausalLM
+
+    recipe = yaml.safe_load((RECIPES / f"mpt-{args.preset}.yaml").read_text())["model"]
+    config = MptConfig(d_model=recipe["d_model"], n_heads=recipe["n_heads"], n_layers=recipe["n_layers"],
+                       expansion_ratio=recipe["expansion_ratio"], max_seq_len=args.seq, vocab_size=recipe["vocab_size"],
+                       no_bias=True, attn_config={"alibi": True, "alibi_bias_max": 8})
+    model = MptForCausalLM(config).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    mb = args.baseline_microbatch
+    tokens = torch.randint(0, 50277, (args.warmup + args.steps, mb, args.seq), device="cuda")
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.warmup + args.steps):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=tokens[i], labels=tokens[i]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # as Composer logs it: one host sync per step
+        times.append(time.perf_counter() - start)
+    tok_s = mb * args.seq / statistics.median(times[args.warmup:])
+    result = {"name": "HF MptForCausalLM", "microbatch": mb, "tokens_per_sec_per_gpu": tok_s,
+              "mfu": mfu(tok_s, n_params, config.n_layers, config.d_model, args.seq),
+              "peak_mem_gib": peak_mem_gib(), "n_params": n_params}
+    del model, opt
+    gc.collect()
+    torch.cuda.empty_cache()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="1b")
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--microbatch", type=int, default=8)
+    parser.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--baseline-microbatch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--docs-per-row", type=int, default=1)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--json", help="append the results as one JSON line to this file")
+    parser.add_argument("override", nargs="*", help="recipe overrides, e.g. model.attn_config.attn_impl=flex")
+    args = parser.parse_args()
+
+    results = [run_ours(args)]
+    if not args.skip_baseline and torch.cuda.is_available() and dist.get_world_size() == 1:
+        results.append(run_hf_baseline(args))
+    if dist.get_global_rank() != 0:
+        return
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"\npreset {args.preset}, seq {args.seq}, {dist.get_world_size()} x {card}, "
+          f"compile={args.compile}, overrides={args.override}")
+    print(f"{'run':20s} {'mb':>3s} {'tok/s/GPU':>10s} {'MFU':>6s} {'peak GiB':>9s}")
+    for r in results:
+        print(f"{r['name']:20s} {r['microbatch']:3d} {r['tokens_per_sec_per_gpu']:10.0f} "
+              f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:9.1f}")
+    if len(results) == 2:
+        print(f"ratio llmtrain / HF: {results[0]['tokens_per_sec_per_gpu'] / results[1]['tokens_per_sec_per_gpu']:.2f}x")
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps({"args": vars(args), "card": card, "world": dist.get_world_size(),
+                                "results": results}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
