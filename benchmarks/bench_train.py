@@ -68,7 +68,7 @@ def run_ours(args) -> dict:
         global_train_batch_size=args.microbatch * args.accum * world,
         device_train_microbatch_size=args.microbatch,
         save_folder=None, autoresume=False, loggers={}, callbacks={}, eval_loader=None,
-        run_name=f"bench-{args.preset}", run_dir=f"/tmp/bench-{args.preset}",
+        run_name=f"bench-{args.preset}", run_dir=f"/tmp/bench-{args.preset}", console_log_interval="1000ba",
     )
     if args.compile:
         recipe["compile_config"] = {}
