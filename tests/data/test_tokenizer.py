@@ -14,6 +14,7 @@ TEXTS = [
     "  leading spaces, trailing tabs\t\t\nand a second line\n",
     "Ünïcödé — 日本語のテキスト 🙂 and émojis",
     "def f(x):\n    return x ** 2  # code with    runs of spaces\n",
+    "I don 't know . Really ? yes , ok",
     "",
 ]
 
@@ -76,3 +77,8 @@ def test_install_cli_into_a_fresh_cache(tmp_path):
     config = json.loads((dest / "tokenizer_config.json").read_text())
     assert config["eos_token"] == "<|endoftext|>" and config["model_max_length"] > 1e20
     assert oct(dest.stat().st_mode & 0o777) == "0o755"
+
+
+def test_yaml_kwargs_are_applied(neox_dir):
+    tok = build_tokenizer(NEOX_NAME, model_max_length=2048)
+    assert tok.model_max_length == 2048

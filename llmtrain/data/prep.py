@@ -1,0 +1,305 @@
+"""Data prep: raw documents → tokenized, packed MDS shards that `train_loader: {name: text}` reads.
+
+Every document is tokenized, an EOS token is appended, all documents are concatenated in input order
+and cut into samples of exactly `max_seq_len` tokens (a document may span two samples; the loader's
+`sequence_id` recovers the boundaries from the EOS tokens). The trailing tokens that do not fill a
+last sample are dropped and reported as `dropped_tail_tokens`.
+
+Shards have one column, `tokens`, encoded `ndarray:<uint16|int32>:<max_seq_len>` (uint16 when the
+vocabulary fits). llm-foundry's text dataset reads the same `tokens` ndarray column, and the fixed
+shape lets our loader check `max_seq_len` from the index before training starts.
+
+Tokenization runs in `workers` processes; results are consumed in submission order, so the output is
+byte-identical for any worker count. A literal "<|endoftext|>" inside a document is tokenized as text:
+only the EOS we append marks a document boundary.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from llmtrain.data.encode import Encoder, encode_in_worker, init_worker
+from llmtrain.data.sources import BadRecord, Document, find_input_files, read_records
+from llmtrain.data.tokenizer import build_tokenizer
+from llmtrain.errors import UserError
+from llmtrain.errors import closest
+
+# Documents are handed to the tokenizer in chunks of about this many characters (or documents),
+# cut only by the input, never by the worker count, so chunking cannot change the output.
+_CHUNK_CHARS = 1 << 20
+_CHUNK_DOCS = 1024
+_SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records are listed on stderr; all are counted
+_COMPRESSIONS = ("zstd", "gz", "bz2", "br", "snappy")
+
+
+@dataclass
+class PrepSummary:
+    out: str
+    max_seq_len: int
+    dtype: str
+    files: int = 0
+    documents: int = 0
+    empty_documents: int = 0  # documents with no text: nothing to train on, counted, not written
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (with --skip-bad)
+    tokens: int = 0  # all tokens produced, EOS included
+    samples: int = 0
+    shards: int = 0
+    dropped_tail_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def lines(self) -> list[str]:
+        rate = self.tokens / max(self.seconds, 1e-9)
+        out = [
+            f"wrote {self.out}",
+            f"  files       {self.files:,}",
+            f"  documents   {self.documents:,} (+{self.empty_documents:,} empty, not written)",
+            f"  tokens      {self.tokens:,} (EOS after each document; {rate:,.0f} tokens/s)",
+            f"  samples     {self.samples:,} x {self.max_seq_len} tokens ({self.dtype})",
+            f"  shards      {self.shards:,}",
+            f"  dropped     {self.dropped_tail_tokens:,} tail tokens (less than one sample)",
+            f"  skipped     {self.skipped_total:,} bad records",
+        ]
+        out += [f"    {n:,} x {reason}" for reason, n in self.skipped.most_common()]
+        return out
+
+
+class _Packer:
+    """Append EOS to each document, concatenate, and cut into rows of exactly max_seq_len."""
+
+    def __init__(self, max_seq_len: int, eos_id: int, dtype: np.dtype):
+        self.max_seq_len = max_seq_len
+        self.eos_id = eos_id
+        self.dtype = dtype
+        self.carry = np.zeros(0, dtype)
+
+    def add(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        with_eos = np.insert(ids, np.cumsum(lengths), self.eos_id).astype(self.dtype)
+        buffer = np.concatenate([self.carry, with_eos])
+        rows = len(buffer) // self.max_seq_len
+        cut = rows * self.max_seq_len
+        self.carry = buffer[cut:]
+        return buffer[:cut].reshape(rows, self.max_seq_len)
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise a plain line on stderr every `every` seconds."""
+
+    def __init__(self, every: float = 10.0):
+        self.start = time.perf_counter()
+        self.every = every
+        self.last_print = self.start
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(unit="tok", unit_scale=True, desc="data_prep", file=sys.stderr)
+
+    def update(self, documents: int, tokens: int, new_tokens: int) -> None:
+        if self.bar is not None:
+            self.bar.update(new_tokens)
+            return
+        now = time.perf_counter()
+        if now - self.last_print >= self.every:
+            self.last_print = now
+            rate = tokens / max(now - self.start, 1e-9)
+            print(f"data_prep: {documents:,} documents, {tokens:,} tokens, {rate:,.0f} tokens/s",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> float:
+        if self.bar is not None:
+            self.bar.close()
+        return time.perf_counter() - self.start
+
+
+def _chunks(files: list[Path], summary: PrepSummary, skip_bad: bool) -> Iterator[list[str]]:
+    """Lists of document texts in input order; bad records raise, or are counted with skip_bad."""
+    texts: list[str] = []
+    chars = 0
+    for path in files:
+        summary.files += 1
+        for record in read_records(path):
+            if isinstance(record, BadRecord):
+                if not skip_bad:
+                    raise UserError(f"{record.where}: {record.reason}; fix the input or pass --skip-bad "
+                                    f"to skip (and count) bad records")
+                if summary.skipped_total < _SKIP_EXAMPLES:
+                    print(f"data_prep: skipped {record.where}: {record.reason}", file=sys.stderr)
+                summary.skipped["unreadable file (rest skipped)" if record.whole_file
+                                else record.reason.split(" (")[0]] += 1
+                continue
+            assert isinstance(record, Document)
+            if not record.text:
+                summary.empty_documents += 1
+                continue
+            texts.append(record.text)
+            chars += len(record.text)
+            if chars >= _CHUNK_CHARS or len(texts) >= _CHUNK_DOCS:
+                yield texts
+                texts, chars = [], 0
+    if texts:
+        yield texts
+
+
+def _encoded(chunks: Iterator[list[str]], tokenizer_json: str, workers: int):
+    """(ids, lengths) per chunk, in chunk order; at most 2 x workers chunks in flight."""
+    if workers == 1:
+        encode = Encoder(tokenizer_json)
+        for texts in chunks:
+            yield encode(texts)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                             initargs=(tokenizer_json,)) as pool:
+        pending: deque = deque()
+        for texts in chunks:
+            pending.append(pool.submit(encode_in_worker, texts))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _check_out(out: str) -> bool:
+    """Whether `out` is a remote URI; rejects credentials embedded in it."""
+    parsed = urlparse(out)
+    remote = len(parsed.scheme) > 1  # "C:" style drive letters are not schemes
+    if remote and (parsed.username or parsed.password):
+        raise UserError("--out: credentials do not belong in the URI; set AWS_ACCESS_KEY_ID / "
+                        "AWS_SECRET_ACCESS_KEY (and S3_ENDPOINT_URL) in the environment instead")
+    return remote
+
+
+def _open_writer(out: str, remote: bool, columns: dict, compression: Optional[str], size_limit: str,
+                 overwrite: bool):
+    from streaming import MDSWriter
+    from streaming.base.compression import is_compression
+
+    if compression and not is_compression(compression):
+        raise UserError(f"--compression: '{compression}' is not supported{closest(compression, _COMPRESSIONS)}; "
+                        f"use one of {', '.join(_COMPRESSIONS)} (or NAME:LEVEL, e.g. zstd:7)")
+    if not remote and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise UserError(f"--out: '{out}' exists and is not empty; choose a new directory or pass --overwrite")
+    try:
+        return MDSWriter(out=out, columns=columns, compression=compression, size_limit=size_limit,
+                         exist_ok=overwrite)
+    except ValueError as err:  # streaming's own checks: the shard size, the URI scheme
+        raise UserError(f"--out '{out}' / --shard-size '{size_limit}': {err}") from None
+    except Exception as err:  # boto3/botocore and friends: bucket missing, no endpoint, no credentials
+        if not remote:
+            raise
+        raise UserError(f"--out: cannot write to '{out}' ({type(err).__name__}: {err}); check the bucket "
+                        f"and the S3_ENDPOINT_URL / AWS_* environment variables") from None
+
+
+def _upload_error(out: str) -> UserError:
+    # streaming's upload threads log the real error and leave only a flag (writer.event) behind.
+    return UserError(f"--out: uploading shards to '{out}' failed (the cause is logged above); check the "
+                     f"destination and the S3_ENDPOINT_URL / AWS_* environment variables")
+
+
+def _write(writer, row: np.ndarray, out: str) -> None:
+    try:
+        writer.write({"tokens": row})
+    except Exception:
+        if not writer.event.is_set():
+            raise
+        raise _upload_error(out) from None
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, workers: int = 1,
+            skip_bad: bool = False, compression: Optional[str] = None, size_limit: str = "64mb",
+            overwrite: bool = False) -> PrepSummary:
+    """Tokenize `inputs` into MDS shards at `out` (a local directory or an s3:// URI)."""
+    if max_seq_len < 1:
+        raise UserError(f"--max-seq-len: must be a positive number of tokens, got {max_seq_len}")
+    if workers < 1:
+        raise UserError(f"--workers: must be at least 1, got {workers}")
+    remote = _check_out(out)
+    files = find_input_files(inputs)
+    hf_tokenizer = build_tokenizer(tokenizer, key="--tokenizer")
+    eos_id = hf_tokenizer.eos_token_id
+    if eos_id is None:
+        raise UserError(f"--tokenizer: '{tokenizer}' has no eos_token; set eos_token in its tokenizer_config.json")
+    dtype = _token_dtype(len(hf_tokenizer))
+    summary = PrepSummary(out=out, max_seq_len=max_seq_len, dtype=dtype.name)
+
+    writer = _open_writer(out, remote, {"tokens": f"ndarray:{dtype.name}:{max_seq_len}"},
+                          compression, size_limit, overwrite)
+    packer = _Packer(max_seq_len, eos_id, dtype)
+    progress = _Progress()
+    try:
+        tokenizer_json = hf_tokenizer.backend_tokenizer.to_str()
+        for ids, lengths in _encoded(_chunks(files, summary, skip_bad), tokenizer_json, workers):
+            summary.documents += len(lengths)
+            new_tokens = int(lengths.sum()) + len(lengths)
+            summary.tokens += new_tokens
+            for row in packer.add(ids, lengths):
+                _write(writer, row, out)
+                summary.samples += 1
+            progress.update(summary.documents, summary.tokens, new_tokens)
+        if summary.samples == 0:
+            raise UserError(f"--max-seq-len: the input has {summary.tokens:,} tokens in {summary.documents:,} "
+                            f"documents, not enough for one sample of {max_seq_len}; lower --max-seq-len "
+                            f"or add data")
+        summary.dropped_tail_tokens = len(packer.carry)
+        try:
+            writer.finish()
+        except Exception:
+            if not writer.event.is_set():
+                raise
+            raise _upload_error(out) from None
+    except BaseException:
+        writer.cancel_future_jobs()
+        # A half-written local dataset would look complete to a reader; remove it. (Remotely, no
+        # index.json has been uploaded, so the partial shards are never read.)
+        shutil.rmtree(writer.local, ignore_errors=True)
+        raise
+    finally:
+        summary.seconds = progress.close()
+    summary.shards = len(writer.shards)
+    return summary
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="scripts/data_prep.py",
+        description="Tokenize text / JSON-lines documents into packed MDS shards for `train_loader: {name: text}`. "
+                    "Formats: .jsonl/.ndjson/.json (JSON lines, field 'text') and any other file as one UTF-8 "
+                    "text document; optionally .gz or .zst compressed. Directories are read recursively "
+                    "(hidden entries ignored). S3 credentials come from the environment (AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY, S3_ENDPOINT_URL), never from arguments.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    parser.add_argument("--out", required=True, help="output: a new local directory or an s3://bucket/prefix URI")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer name (e.g. EleutherAI/gpt-neox-20b) or directory")
+    parser.add_argument("--max-seq-len", type=int, required=True, help="tokens per sample")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tokenizer processes (1: tokenize in this process); output is the same for any value")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip and count unreadable files and bad JSON lines instead of stopping")
+    parser.add_argument("--compression", default=None,
+                        help=f"shard compression: {', '.join(_COMPRESSIONS)} or NAME:LEVEL (default none)")
+    parser.add_argument("--shard-size", default="64mb", help="uncompressed bytes per shard, e.g. 64mb (default)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = parser.parse_args(argv)
+    summary = prepare(args.inputs, args.out, args.tokenizer, args.max_seq_len, workers=args.workers,
+                      skip_bad=args.skip_bad, compression=args.compression, size_limit=args.shard_size,
+                      overwrite=args.overwrite)
+    print("\n".join(summary.lines()), flush=True)
