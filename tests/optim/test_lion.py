@@ -22,21 +22,28 @@ def reference_lion(params, grads_per_step, lrs, betas, weight_decay):
     return params
 
 
-def run_ours(params, grads_per_step, lrs, betas, weight_decay, foreach):
-    params = [torch.nn.Parameter(p.clone()) for p in params]
+def run_ours(params, grads_per_step, lrs, betas, weight_decay, foreach, device="cpu"):
+    params = [torch.nn.Parameter(p.clone().to(device)) for p in params]
     opt = DecoupledLionW(params, lr=lrs[0], betas=betas, weight_decay=weight_decay, foreach=foreach)
     for grads, lr in zip(grads_per_step, lrs):
         for group in opt.param_groups:
             group["lr"] = lr
         for p, g in zip(params, grads):
-            p.grad = g.clone()
+            p.grad = g.clone().to(device)
         opt.step()
-    return [p.detach() for p in params]
+    return [p.detach().cpu() for p in params]
 
 
-@pytest.mark.parametrize("foreach", [True, False])
+MODES = [  # (foreach, device): CPU foreach, lion-pytorch per-parameter, CUDA fused Triton kernel
+    pytest.param(True, "cpu", id="foreach"),
+    pytest.param(False, "cpu", id="per-parameter"),
+    pytest.param(True, "cuda", id="fused-cuda", marks=pytest.mark.gpu),
+]
+
+
+@pytest.mark.parametrize("foreach,device", MODES)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_matches_float64_reference_over_50_steps(foreach, weight_decay):
+def test_matches_float64_reference_over_50_steps(foreach, device, weight_decay):
     gen = torch.Generator().manual_seed(0)
     shapes = [(64, 32), (32,), (7, 3, 5)]
     # Weights at a trained LM's scale (std 0.1): at |p| ~ 1, fp32 rounding alone adds up to ~1e-6 over
@@ -47,7 +54,7 @@ def test_matches_float64_reference_over_50_steps(foreach, weight_decay):
     # warmup then cosine decay: the decay factor lr/initial_lr moves every step
     lrs = [1e-3 * min(1.0, (i + 1) / 10) * (0.5 + 0.5 * math.cos(math.pi * i / steps)) + 1e-5 for i in range(steps)]
     betas = (0.9, 0.99)
-    ours = run_ours(params, grads, lrs, betas, weight_decay, foreach)
+    ours = run_ours(params, grads, lrs, betas, weight_decay, foreach, device)
     ref = reference_lion(params, grads, lrs, betas, weight_decay)
     for o, r in zip(ours, ref):
         assert (o.double() - r).abs().max().item() <= 1e-6
