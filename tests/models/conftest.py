@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from llmtrain.models.mpt.configuration import MPTConfig
@@ -22,9 +21,3 @@ def token_batch(batch: int = 2, seq: int = 16, vocab: int = 64, seed: int = 1) -
     ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
     return {"input_ids": ids, "labels": ids.clone()}
 
-
-@pytest.fixture
-def gpu():
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    return torch.device("cuda")

@@ -101,7 +101,8 @@ def test_sequence_id_ignored_unless_attn_uses_sequence_id():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("documents", [False, True])
-def test_compiled_flex_matches_torch_on_gpu(gpu, documents):
+def test_compiled_flex_matches_torch_on_gpu(documents):
+    gpu = torch.device("cuda")
     overrides = dict(d_model=256, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=512, no_bias=True)
     models = {impl: tiny_model(**overrides, attn_config={"alibi": True, "attn_uses_sequence_id": True,
                                                          "attn_impl": impl}).to(gpu)
