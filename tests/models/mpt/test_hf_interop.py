@@ -116,3 +116,40 @@ def test_export_refuses_what_stock_cannot_run(overrides, key, tmp_path):
     with pytest.raises(UserError, match=rf"^model\.{key}: cannot export"):
         export_hf(model, tmp_path)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_text_generation_pipeline_runs_on_export(tmp_path):
+    import json
+
+    from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
+
+    tokenizer = build_tokenizer(NEOX_NAME)
+    torch.manual_seed(0)
+    model = MPTForCausalLM(MPTConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=50432, max_seq_len=64,
+                                     no_bias=True, attn_config={"alibi": True})).eval()
+    export_hf(model, tmp_path, tokenizer=tokenizer)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "mpt" and config["architectures"] == ["MptForCausalLM"]
+    assert "auto_map" not in config and (tmp_path / "tokenizer.json").exists()
+
+    pipe = transformers.pipeline("text-generation", model=str(tmp_path), device="cpu")
+    assert type(pipe.model) is transformers.MptForCausalLM
+    prompt = "The quick brown fox"
+    text = pipe(prompt, max_new_tokens=6, do_sample=False)[0]["generated_text"]
+    assert text.startswith(prompt)
+
+    # The pipeline's greedy continuation is our model's.
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        for _ in range(6):
+            ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert text == tokenizer.decode(ids[0])
+
+
+def test_bf16_export_loads_as_bf16(tmp_path):
+    torch.manual_seed(0)
+    model = ours(**CASES["mpt7b_small"])
+    export_hf(model, tmp_path, dtype=torch.bfloat16)
+    stock = transformers.MptForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    assert stock.transformer.wte.weight.dtype == torch.bfloat16
+    assert torch.equal(stock.transformer.wte.weight, model.transformer.wte.weight.bfloat16())
