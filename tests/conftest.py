@@ -1,6 +1,11 @@
 """Suite-wide pytest set-up."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+from tests.objectstore import CONFLICTING_ENV, INSTALL_HINT, ObjectStore, missing_programs
 
 
 # --- `gpu` marker: GPU tests run on the device machine and are skipped where there is no CUDA ---
@@ -11,3 +16,39 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# --- Object store: a real S3-compatible server (scripts/objectstore) for tests that use s3:// ---
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A running local S3 server; S3_ENDPOINT_URL and AWS_* point at it for the whole session.
+
+    Yields a tests.objectstore.ObjectStore: `.endpoint`, `.make_bucket()`, `.client()`. Starts one
+    in a temp dir and stops it at the end, or reuses (and leaves running) the server whose base dir
+    is in $LLMTRAIN_TEST_S3_BASE (see docs/objectstore.md).
+    """
+    missing = missing_programs()
+    if missing:
+        pytest.fail(f"the S3 tests need {', '.join(missing)}: {INSTALL_HINT}", pytrace=False)
+    reused = os.environ.get("LLMTRAIN_TEST_S3_BASE")
+    server = ObjectStore(Path(reused) if reused else tmp_path_factory.mktemp("objectstore"))
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for name in CONFLICTING_ENV:
+                env.delenv(name, raising=False)
+            for name, value in server.env.items():
+                env.setenv(name, value)
+            yield server
+    finally:
+        if not reused:
+            server.stop()
+
+
+@pytest.fixture
+def s3_outage(s3_server):
+    """The session's s3_server, for a test that calls `.stop()` / `.start()`; running again after it."""
+    yield s3_server
+    if not s3_server.is_up():
+        s3_server.stop()  # a partly stopped server must be fully down before start()
+        s3_server.start()
