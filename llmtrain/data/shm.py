@@ -6,9 +6,11 @@ is killed with its whole process group leaves them behind, and the next run then
 `FileExistsError: /000010_locals` or "Reused local directory".
 
 streaming's own `clean_stale_shared_memory()` unlinks *every* such block, including those of other
-jobs that are alive on the same machine. Here a block is stale only when no live process has it
-mapped (read from /proc/*/maps), so a concurrent run is never disturbed. Without /proc (macOS)
-streaming's function is used.
+jobs that are alive on the same machine. Here a prefix is stale only when no live process maps any
+of its blocks (read from /proc/*/maps), so a concurrent run is never disturbed. This errs on the
+safe side: while looking for a free prefix, streaming also maps the blocks of the prefixes below it,
+so a live process that scanned a dead run's blocks keeps them "alive" until it exits. Without /proc
+(macOS) streaming's function is used.
 """
 from __future__ import annotations
 
