@@ -1,10 +1,12 @@
-"""Run by test_fsdp2.py under `composer -n 2`: a tiny MPT through Composer's Trainer with FSDP2.
+"""Run by test_fsdp2.py under `composer -n N`: a tiny MPT through Composer's Trainer with FSDP2.
 
-argv: OUT_JSON INIT_DEVICE. With init_device `mixed` (rank 0 real weights, others meta; what runs on
-CPU, since Composer's meta-init materialises on CUDA only), rank 0 also trains an unsharded copy on the
-same global batches with SGD: per-rank mean losses over equal token counts make FSDP2's averaged
-gradients equal the single-process ones, so the weights must agree. With `meta` (GPU), every rank
-builds on meta and Composer materialises each module through MPTForCausalLM.param_init_fn.
+argv: OUT_JSON INIT_DEVICE DEVICE (cpu: gloo, gpu: NCCL).
+- init_device `mixed` (rank 0 real weights, others meta; the CPU path, since Composer's meta-init
+  materialises on CUDA only): rank 0 also trains an unsharded copy on the same global batches with
+  SGD. Per-rank mean losses over equal token counts make FSDP2's averaged gradients equal the
+  single-process ones, so the weights must agree.
+- init_device `meta` (GPU): every rank builds on meta and Composer materialises each module through
+  MPTForCausalLM.param_init_fn.
 Rank 0 writes what it saw as JSON.
 """
 import copy
@@ -38,8 +40,7 @@ def full_state(mpt) -> dict:
     return get_model_state_dict(mpt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def main(out_path: str, init_device: str) -> None:
-    device = "gpu" if torch.cuda.is_available() else "cpu"
+def main(out_path: str, init_device: str, device: str) -> None:
     dist.initialize_dist(device)
     torch.manual_seed(0)
     model = build_composer_mpt({
@@ -99,4 +100,4 @@ def main(out_path: str, init_device: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

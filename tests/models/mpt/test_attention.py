@@ -6,6 +6,10 @@ from llmtrain.models.mpt.attention import alibi_slopes, apply_rope, resolve_back
 from tests.models.conftest import tiny_model, token_batch
 
 DOCS = torch.tensor([[0] * 5 + [1] * 7 + [2] * 4, [0] * 16])  # two rows, three and one documents
+# Flex is compared where it trains: compiled on CUDA when there is one, else flex's eager CPU reference
+# (torch 2.7 can backprop through it on CPU; later releases refuse CPU backward).
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SHAPE = dict(d_model=64, n_heads=4)  # head size 16: the smallest compiled flex takes
 
 
 @pytest.mark.parametrize("n_heads", [1, 4, 6, 12, 32])
@@ -48,11 +52,11 @@ POSITIONS = {
 def test_flex_matches_torch_outputs_and_grads(position, documents):
     overrides = POSITIONS[position]
     attn = {**overrides.get("attn_config", {}), "attn_uses_sequence_id": True}
-    models = {impl: tiny_model(**{**overrides, "attn_config": {**attn, "attn_impl": impl}})
+    models = {impl: tiny_model(**{**SHAPE, **overrides, "attn_config": {**attn, "attn_impl": impl}}).to(DEVICE)
               for impl in ("torch", "flex")}
     models["flex"].load_state_dict(models["torch"].state_dict())
-    batch = token_batch()
-    sequence_id = DOCS if documents else None
+    batch = {k: v.to(DEVICE) for k, v in token_batch().items()}
+    sequence_id = DOCS.to(DEVICE) if documents else None
     results = {}
     for impl, model in models.items():
         out = model(batch["input_ids"], sequence_id=sequence_id, labels=batch["labels"])
@@ -66,12 +70,13 @@ def test_flex_matches_torch_outputs_and_grads(position, documents):
 
 @pytest.mark.parametrize("impl", ["torch", "flex"])
 def test_token_cannot_see_other_documents(impl):
-    model = tiny_model(no_bias=True, attn_config={"alibi": True, "attn_uses_sequence_id": True, "attn_impl": impl})
-    embeds = model.transformer.wte(token_batch()["input_ids"]).detach().requires_grad_()
-    hidden = model.transformer(inputs_embeds=embeds, sequence_id=DOCS)
+    model = tiny_model(**SHAPE, no_bias=True,
+                       attn_config={"alibi": True, "attn_uses_sequence_id": True, "attn_impl": impl}).to(DEVICE)
+    embeds = model.transformer.wte(token_batch()["input_ids"].to(DEVICE)).detach().requires_grad_()
+    hidden = model.transformer(inputs_embeds=embeds, sequence_id=DOCS.to(DEVICE))
     # Token 9 of row 0 lies in document 1 (positions 5..11). A random projection, because a plain sum
     # of a LayerNorm's output is constant.
-    (hidden[0, 9] * torch.randn(hidden.shape[-1])).sum().backward()
+    (hidden[0, 9] * torch.randn(hidden.shape[-1], device=DEVICE)).sum().backward()
     grad = embeds.grad[0].abs().sum(-1)
     assert torch.all(grad[:5] == 0) and torch.all(grad[10:] == 0)  # other documents, and the future
     assert torch.all(grad[5:10] > 0)  # its own document up to itself
