@@ -252,7 +252,8 @@ def _clean_stale_state_once() -> None:
             removed = clean_stale_streaming_state()
             if removed:
                 log.info("removed %d stale streaming shared-memory blocks / locks", len(removed))
-        dist.barrier()
+        if dist.is_initialized():  # otherwise streaming sets up (and tears down) its own process group
+            dist.barrier()
         _cleaned_stale_state = True
 
 
