@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from tests.objectstore import ObjectStore  # noqa: E402  (after the path set-up)
 
 HANG_S = 120  # a read still running after this long counts as a hang
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
 
 READ = """
 import sys
@@ -48,8 +50,10 @@ def one_read(remote: str, args, env: dict) -> tuple[str, float]:
         return "hang", time.monotonic() - start
     if done.returncode == 0:
         return "ok", time.monotonic() - start
-    lines = [line for line in done.stderr.splitlines() if line and not line.startswith(" ")]
-    return (lines[-1] if lines else f"exit {done.returncode}")[:160], time.monotonic() - start
+    # The first exception line: a worker thread's real error (zstd, IndexError) comes before the
+    # DataLoader timeout that it causes.
+    errors = [line for line in done.stderr.splitlines() if ERROR_LINE.match(line)]
+    return (errors[0] if errors else f"exit {done.returncode}")[:160], time.monotonic() - start
 
 
 def main() -> None:
