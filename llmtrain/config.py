@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 import yaml
 
@@ -82,23 +82,40 @@ _NAMED_SECTIONS = {"model": registry.models, "train_loader": registry.dataloader
 _KEYED_SECTIONS = {"algorithms": registry.algorithms, "callbacks": registry.callbacks,
                    "loggers": registry.loggers}
 
-_OVERRIDE = re.compile(r"^([A-Za-z_][\w-]*(?:\.[\w-]+)*)=(.*)$", re.S)
+_KEY = r"[A-Za-z_][\w-]*(?:\.[\w-]+)*"
+_OVERRIDE = re.compile(rf"^({_KEY})=(.*)$", re.S)
+_DELETION = re.compile(rf"^~({_KEY})$")
 
 
-def parse_overrides(overrides: list[str]) -> dict:
-    """`['optimizer.lr=1e-4', 'max_duration=10ba']` → a nested dict; values parsed as YAML."""
-    merged = OmegaConf.create({})
+def _override_value(item: str, text: str):
+    try:  # OmegaConf's YAML reading, so 1e-4 is a float as it is in the recipe files
+        return OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+    except (yaml.YAMLError, OmegaConfBaseException):
+        raise UserError(f"override '{item}': the value '{text}' is not valid YAML; quote it or fix the brackets") from None
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` (values parsed as YAML; mappings merge into what is there) and
+    `~dotted.key` (removes the key), left to right."""
+    cfg = OmegaConf.create(data)
     for item in overrides:
+        if deletion := _DELETION.match(item):
+            *parents, leaf = deletion.group(1).split(".")
+            node = OmegaConf.select(cfg, ".".join(parents)) if parents else cfg
+            if not isinstance(node, DictConfig) or leaf not in node:
+                raise UserError(f"override '{item}': there is no key {deletion.group(1)} to remove")
+            del node[leaf]
+            continue
         match = _OVERRIDE.match(item)
         if not match:
-            raise UserError(f"override '{item}': expected dotted.key=value, e.g. optimizer.lr=1e-4")
+            raise UserError(f"override '{item}': expected dotted.key=value (or ~dotted.key to remove a key), "
+                            "e.g. optimizer.lr=1e-4")
         key, text = match.groups()
-        try:  # OmegaConf's YAML reading, so 1e-4 is a float as it is in the recipe files
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
-        except (yaml.YAMLError, OmegaConfBaseException):
-            raise UserError(f"override '{item}': the value '{text}' is not valid YAML; quote it or fix the brackets") from None
-        OmegaConf.update(merged, key, value, merge=False, force_add=True)
-    return OmegaConf.to_container(merged)
+        try:
+            OmegaConf.update(cfg, key, _override_value(item, text), merge=True, force_add=True)
+        except OmegaConfBaseException as err:
+            raise UserError(f"override '{item}': {str(err).splitlines()[0]}") from None
+    return OmegaConf.to_container(cfg)
 
 
 def _load_yaml(path: Path) -> dict:
@@ -158,11 +175,7 @@ def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<conf
     """The same as `load_config` for a recipe already read into a dict."""
     import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
 
-    try:
-        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), parse_overrides(list(overrides))))
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise UserError(f"override of {key}: {str(err).splitlines()[0]}") from None
+    data = apply_overrides(data, list(overrides))
     cfg = parse_section(TrainConfig, resolve(data, source), "")
     _check_components(cfg)
     if cfg.run_name is None:

@@ -68,3 +68,34 @@ def build_parallelism_config(section: Optional[dict], device: str) -> Optional[d
         activation_cpu_offload=cfg.activation_cpu_offload, state_dict_type=cfg.state_dict_type,
         load_monolith_rank0_only=cfg.load_monolith_rank0_only, mixed_precision=cfg.mixed_precision,
         verbose=cfg.verbose)}
+
+
+def gloo_reduce_scatter_avg_factor() -> float:
+    """What a ReduceOp.AVG reduce-scatter really returns over the mean: 1 where it works (NCCL);
+    the world size on gloo in torch 2.7, which sums instead (pytorch/pytorch#162338)."""
+    import torch
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized() or tdist.get_backend() != "gloo" or tdist.get_world_size() == 1:
+        return 1.0
+    out = torch.empty(1)
+    tdist.reduce_scatter_tensor(out, torch.ones(tdist.get_world_size()), op=tdist.ReduceOp.AVG)
+    return out.item()
+
+
+def gradient_average_fix(factor: float):
+    """An algorithm dividing every gradient by `factor` once per batch, after all micro-batches and
+    before anything reads the gradients. FSDP2 reduces fp32/bf16 gradients with ReduceOp.AVG, which
+    gloo sums; without this a CPU run on N ranks trains with N-times gradients."""
+    from composer.core import Algorithm, Event
+
+    class GlooGradientAverage(Algorithm):
+        def match(self, event, state) -> bool:
+            return event == Event.AFTER_TRAIN_BATCH
+
+        def apply(self, event, state, logger) -> None:
+            for p in state.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(factor)
+
+    return GlooGradientAverage()

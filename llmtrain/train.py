@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from llmtrain import builders
 from llmtrain.callbacks import MetricsJsonl
 from llmtrain.config import TrainConfig
-from llmtrain.distributed import build_parallelism_config
+from llmtrain.distributed import build_parallelism_config, gloo_reduce_scatter_avg_factor, gradient_average_fix
 from llmtrain.errors import UserError
 
 
@@ -54,6 +54,12 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
                                                 cfg.device_eval_batch_size or batch_size)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
+    parallelism = build_parallelism_config(cfg.fsdp_config, device)
+    algorithms = builders.build_algorithms(cfg.algorithms)
+    if parallelism is not None and (factor := gloo_reduce_scatter_avg_factor()) != 1.0:
+        # Last in the list: Composer runs AFTER_* events in reverse order, so this runs before
+        # gradient clipping or anything else that reads the gradients.
+        algorithms.append(gradient_average_fix(factor))
 
     return Trainer(
         run_name=cfg.run_name,
@@ -64,7 +70,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         eval_subset_num_batches=cfg.eval_subset_num_batches,
         optimizers=optimizer,
         schedulers=scheduler,
-        algorithms=builders.build_algorithms(cfg.algorithms),
+        algorithms=algorithms,
         callbacks=builders.build_callbacks(cfg.callbacks),
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir)],
@@ -72,7 +78,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         precision=cfg.precision if device == "gpu" else "fp32",  # autocast is a GPU feature here
         device=device,
         device_train_microbatch_size=cfg.device_train_microbatch_size,
-        parallelism_config=build_parallelism_config(cfg.fsdp_config, device),
+        parallelism_config=parallelism,
         compile_config=cfg.compile_config,
         save_folder=cfg.save_folder,
         save_interval=cfg.save_interval,

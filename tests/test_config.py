@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmtrain.config import load_config, parse_overrides
+from llmtrain.config import apply_overrides, load_config
 from llmtrain.errors import UserError
 
 TINY = Path(__file__).resolve().parents[1] / "yamls" / "tiny.yaml"
@@ -28,8 +28,10 @@ def test_tiny_recipe_loads_with_interpolation_and_overrides():
     assert cfg.run_name == "tiny"
 
 
-def test_override_adds_new_nested_key():
-    assert parse_overrides(["a.b.c=[1, 2]", "x=true"]) == {"a": {"b": {"c": [1, 2]}}, "x": True}
+def test_overrides_add_merge_and_remove_keys():
+    data = {"optimizer": {"name": "decoupled_lionw", "betas": [0.9, 0.99]}, "y": 1}
+    assert apply_overrides(data, ["a.b.c=[1, 2]", "x=true", "optimizer={name: adamw, lr: 1e-3}", "~optimizer.betas"]) == {
+        "optimizer": {"name": "adamw", "lr": 1e-3}, "y": 1, "a": {"b": {"c": [1, 2]}}, "x": True}
 
 
 def drop(*keys):
@@ -79,6 +81,7 @@ def test_bad_recipe_is_one_clear_line(tmp_path, name, edit, pattern):
 
 @pytest.mark.parametrize("overrides,pattern", [
     (["optimizer.lr"], r"^override 'optimizer.lr': expected dotted.key=value"),
+    (["~optimizer.nope"], r"^override '~optimizer.nope': there is no key optimizer.nope to remove"),
     (["=3"], r"^override '=3': expected dotted.key=value"),
     (["model.d_model=[1, 2"], r"^override 'model.d_model=\[1, 2': the value '\[1, 2' is not valid YAML"),
     (["optimizer.lr=abc"], r"^optimizer.lr: expected a number, got str 'abc'"),

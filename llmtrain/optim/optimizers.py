@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from composer.optim import DecoupledAdamW
+from composer.optim import DecoupledAdamW, DecoupledSGDW
 
 from llmtrain.optim.lion import DecoupledLionW
 from llmtrain.registry import optimizers
@@ -26,7 +26,17 @@ class AdamConfig:
     weight_decay: float = 0.0
 
 
+@dataclass(frozen=True)
+class SGDConfig:
+    lr: float
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
 optimizers.register_typed("decoupled_lionw", LionConfig, lambda cfg, params: DecoupledLionW(params, **vars(cfg)))
 # Composer's DecoupledAdamW scales weight decay by lr / initial_lr, as llm-foundry recipes expect.
 optimizers.register_typed("decoupled_adamw", AdamConfig, lambda cfg, params: DecoupledAdamW(params, **vars(cfg)))
+optimizers.register_typed("decoupled_sgdw", SGDConfig, lambda cfg, params: DecoupledSGDW(params, **vars(cfg)))
 optimizers.register_typed("adamw", AdamConfig, lambda cfg, params: torch.optim.AdamW(params, **vars(cfg)))
