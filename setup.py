@@ -11,7 +11,7 @@ setup(
         "mosaicml-streaming==0.13.0",
         "omegaconf>=2.3,<2.5",
         "lion-pytorch==0.2.5",
-        "transformers>=4.44,<5",
+        "transformers>=4.56,<5",
         "wandb<0.29",
         "triton",
         "torch",

@@ -72,8 +72,6 @@ def run_ours(args) -> dict:
     )
     if args.compile:
         recipe["compile_config"] = {}
-    if world == 1:
-        recipe["model"]["init_device"] = "cpu"
     cfg = config_from_dict(recipe, args.override, source=f"mpt-{args.preset}.yaml")
     trainer = build_trainer(cfg)
     timer = StepTimer()

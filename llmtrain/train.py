@@ -45,8 +45,13 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if dist.get_global_rank() == 0:
         _write_resolved_config(cfg, run_dir)
 
+    parallelism = build_parallelism_config(cfg.fsdp_config, device)
+    model_section = cfg.model
+    if model_section.get("init_device") == "meta" and parallelism is None:
+        # Only FSDP materialises meta weights; an unsharded run builds them in host memory instead.
+        model_section = {**model_section, "init_device": "cpu"}
     tokenizer = builders.build_tokenizer(cfg.tokenizer)
-    model = builders.build_model(cfg.model)
+    model = builders.build_model(model_section)
     train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
     eval_loader = None
     if cfg.eval_loader is not None:
@@ -54,7 +59,6 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
                                                 cfg.device_eval_batch_size or batch_size)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
-    parallelism = build_parallelism_config(cfg.fsdp_config, device)
     algorithms = builders.build_algorithms(cfg.algorithms)
     if parallelism is not None and (factor := gloo_reduce_scatter_avg_factor()) != 1.0:
         # Last in the list: Composer runs AFTER_* events in reverse order, so this runs before
