@@ -11,13 +11,33 @@ from typing import Mapping
 import torch
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import ComposerModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llmtrain.models.mpt.configuration import MPTConfig
-from llmtrain.models.mpt.modeling import MPTForCausalLM, causal_lm_loss, shifted_targets
+
+from llmtrain.models.mpt.modeling import MPTForCausalLM, shifted_targets
 
 
 def _metrics() -> dict:
     return {"LanguageCrossEntropy": LanguageCrossEntropy(), "LanguagePerplexity": LanguagePerplexity()}
+
+
+class _FromLoss:
+    """Train metrics read off the loss the step already computed: Composer updates train metrics
+    on every micro-batch, and a second (and third) cross entropy over the (B, S, 50432) logits costs
+    as much as the loss itself. The sums are the same ones LanguageCrossEntropy keeps."""
+
+    def update_from_loss(self, loss: torch.Tensor, n_targets: torch.Tensor) -> None:
+        self.sum_loss += loss.detach().float() * n_targets
+        self.total_items += n_targets
+
+
+class TrainCrossEntropy(_FromLoss, LanguageCrossEntropy):
+    pass
+
+
+class TrainPerplexity(_FromLoss, LanguagePerplexity):
+    pass
 
 
 class ComposerMPT(ComposerModel):
@@ -28,21 +48,27 @@ class ComposerMPT(ComposerModel):
         self.model = MPTForCausalLM(config)
         # Counted before sharding (FSDP2 keeps global shapes anyway); tied weights count once.
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.train_metrics = _metrics()
+        self.train_metrics = {"LanguageCrossEntropy": TrainCrossEntropy(), "LanguagePerplexity": TrainPerplexity()}
         self.eval_metrics = _metrics()
 
-    def forward(self, batch: Mapping) -> torch.Tensor:
+    def forward(self, batch: Mapping) -> CausalLMOutputWithPast:
+        # The loss is computed here, not in `loss()`, so that it lies inside the compiled graph with
+        # the output projection: the compiler fuses the fp32 upcast, log-softmax and gather.
         return self.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                          sequence_id=batch.get("sequence_id")).logits
+                          sequence_id=batch.get("sequence_id"), labels=batch.get("labels"))
 
-    def loss(self, outputs: torch.Tensor, batch: Mapping) -> torch.Tensor:
-        return causal_lm_loss(outputs, batch["labels"])
+    def loss(self, outputs: CausalLMOutputWithPast, batch: Mapping) -> torch.Tensor:
+        return outputs.loss
 
     def get_metrics(self, is_train: bool = False) -> dict:
         return self.train_metrics if is_train else self.eval_metrics
 
-    def update_metric(self, batch: Mapping, outputs: torch.Tensor, metric) -> None:
-        metric.update(outputs, shifted_targets(batch["labels"]))
+    def update_metric(self, batch: Mapping, outputs: CausalLMOutputWithPast, metric) -> None:
+        targets = shifted_targets(batch["labels"])
+        if isinstance(metric, _FromLoss):
+            metric.update_from_loss(outputs.loss, (targets != -100).sum())
+        else:
+            metric.update(outputs.logits, targets)
 
     def flops_per_batch(self, batch: Mapping) -> int:
         """Training FLOPs of one batch, as llm-foundry counts them (no padding, backward = 2x forward):

@@ -14,13 +14,14 @@ def test_loss_is_next_token_cross_entropy_ignoring_masked_labels_and_extra_keys(
     batch = token_batch()
     batch["labels"][:, :5] = -100
     batch["source_id"] = torch.tensor([3, 7])  # extra loader keys are ignored
-    logits = model(batch)
+    outputs = model(batch)
+    logits = outputs.logits
     assert logits.shape == (2, 16, 64)
     expected = F.cross_entropy(logits[:, :-1].reshape(-1, 64), batch["labels"][:, 1:].reshape(-1))
-    assert torch.allclose(model.loss(logits, batch), expected)
+    assert torch.allclose(model.loss(outputs, batch), expected)
     # -100 labels really are excluded: labels 1..4 (the targets of positions 0..3) are masked.
     unmasked = F.cross_entropy(logits[:, 4:-1].reshape(-1, 64), batch["labels"][:, 5:].reshape(-1))
-    assert torch.allclose(model.loss(logits, batch), unmasked)
+    assert torch.allclose(model.loss(outputs, batch), unmasked)
 
 
 def test_metrics_agree_with_loss():
@@ -39,13 +40,31 @@ def test_metrics_agree_with_loss():
     assert model.get_metrics(is_train=True) is not metrics
 
 
+def test_train_metrics_read_the_loss_and_weigh_micro_batches_by_targets():
+    torch.manual_seed(0)
+    model = ComposerMPT(tiny_config())
+    first, second = token_batch(), token_batch()
+    second["labels"][:, :10] = -100  # fewer targets: counts for less in the mean
+    metrics = model.get_metrics(is_train=True)
+    losses, counts = [], []
+    for batch in (first, second):
+        outputs = model(batch)
+        for metric in metrics.values():
+            model.update_metric(batch, outputs, metric)
+        losses.append(outputs.loss.item())
+        counts.append(int((batch["labels"][:, 1:] != -100).sum()))
+    expected = sum(l * n for l, n in zip(losses, counts)) / sum(counts)
+    assert metrics["LanguageCrossEntropy"].compute().item() == pytest.approx(expected, rel=1e-6)
+    assert metrics["LanguagePerplexity"].compute().item() == pytest.approx(math.exp(expected), rel=1e-6)
+
+
 def test_sequence_id_reaches_attention():
     torch.manual_seed(0)
     model = ComposerMPT(tiny_config(attn_config={"attn_uses_sequence_id": True}))
     batch = token_batch()
-    plain = model(batch)
+    plain = model(batch).logits
     batch["sequence_id"] = torch.tensor([[0] * 8 + [1] * 8] * 2)
-    packed = model(batch)
+    packed = model(batch).logits
     assert torch.equal(plain[:, :8], packed[:, :8])  # first document: same keys either way
     assert not torch.allclose(plain[:, 8:], packed[:, 8:])
 
