@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from llmtrain.kernels import flash_alibi_attention
+
 
 def alibi_slopes(n_heads: int, alibi_bias_max: float = 8.0, device=None) -> torch.Tensor:
     """MPT's per-head ALiBi slopes (float32, shape (n_heads,)).
@@ -51,17 +53,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
-def resolve_backend(attn_impl: str, device: torch.device, dropout_p: float) -> str:
-    """'torch' or 'flex' for a configured `attn_impl`.
+def resolve_backend(attn_impl: str, device: torch.device, dropout_p: float, padded: bool = False) -> str:
+    """'torch', 'flex' or 'triton' for a configured `attn_impl`.
 
-    We ship no FlashAttention or Triton kernels: `flash` and `triton` mean "the fastest path that
-    supports ALiBi and document masks", which is compiled flex on CUDA. On CPU flex only has a slow
-    eager reference, so they fall back to torch there, and whenever attention dropout is active
-    (flex has none).
+    `flash` means "the fastest path that supports ALiBi and document masks": compiled flex on CUDA,
+    which matches our own Triton kernel with ALiBi and beats it with documents (docs/performance.md).
+    `triton` is that kernel (llmtrain/kernels/flash_alibi.py); it has no padding mask, so padded
+    batches go through flex. On CPU flex only has a slow eager reference and Triton needs a GPU, so
+    both fall back to torch there, and whenever attention dropout is active (neither has dropout).
     """
     if attn_impl in ("torch", "flex"):
         return attn_impl
-    return "flex" if device.type == "cuda" and dropout_p == 0 else "torch"
+    if device.type != "cuda" or dropout_p != 0:
+        return "torch"
+    return "triton" if attn_impl == "triton" and not padded else "flex"
 
 
 @dataclass
@@ -153,6 +158,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
            dropout_p: float = 0.0) -> torch.Tensor:
     """Softmax attention of q (B, H, S, D) over k, v (B, KV, S, D), KV dividing H; returns (B, H, S, D)."""
     gqa = k.shape[1] != q.shape[1]
+    if plan.backend == "triton":
+        return flash_alibi_attention(q, k, v, slopes=plan.slopes, sequence_id=plan.sequence_id, softmax_scale=scale)
     if plan.backend == "flex":
         return _flex(q)(q, k, v, score_mod=plan.score_mod(), block_mask=plan.block_mask(), scale=scale,
                         enable_gqa=gqa)
@@ -172,7 +179,7 @@ def build_plan(*, attn_impl: str, batch_size: int, seq_len: int, device: torch.d
     if attention_mask is not None and not bool(attention_mask.all()):
         key_keep = attention_mask.bool()
     return AttentionPlan(
-        backend=resolve_backend(attn_impl, device, dropout_p),
+        backend=resolve_backend(attn_impl, device, dropout_p, padded=key_keep is not None),
         batch_size=batch_size, seq_len=seq_len, device=device,
         slopes=alibi_slopes(n_heads, alibi_bias_max, device) if alibi else None,
         sequence_id=sequence_id, key_keep=key_keep,

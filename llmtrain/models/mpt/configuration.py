@@ -24,7 +24,7 @@ InitName = Literal["kaiming_normal_", "small_init_", "neox_init_", "baseline_"]
 class AttnConfig:
     attn_type: Literal["multihead_attention", "multiquery_attention", "grouped_query_attention"] = "multihead_attention"
     kv_n_heads: Optional[int] = None  # grouped_query_attention only
-    # flash/triton: the fastest path here (flex on CUDA, torch elsewhere); see attention.resolve_backend.
+    # flash: the fastest path here (flex on CUDA); triton: our kernel; torch on CPU. See attention.resolve_backend.
     attn_impl: AttnImpl = "flash"
     attn_pdrop: float = 0.0
     qk_ln: bool = False

@@ -32,7 +32,9 @@ def test_rope_scores_depend_only_on_relative_position():
 def test_flash_and_triton_pick_flex_on_cuda_only():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_backend("flash", cuda, 0.0) == "flex"
-    assert resolve_backend("triton", cuda, 0.0) == "flex"
+    assert resolve_backend("triton", cuda, 0.0) == "triton"
+    assert resolve_backend("triton", cuda, 0.0, padded=True) == "flex"  # the kernel has no padding mask
+    assert resolve_backend("triton", cpu, 0.0) == "torch"
     assert resolve_backend("flash", cpu, 0.0) == "torch"
     assert resolve_backend("flash", cuda, 0.1) == "torch"  # flex has no attention dropout
     assert resolve_backend("flex", cpu, 0.0) == "flex"
@@ -105,21 +107,22 @@ def test_sequence_id_ignored_unless_attn_uses_sequence_id():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["flash", "triton"])  # compiled flex; our Triton kernel
 @pytest.mark.parametrize("documents", [False, True])
-def test_compiled_flex_matches_torch_on_gpu(documents):
+def test_gpu_backends_match_torch(documents, impl):
     gpu = torch.device("cuda")
     overrides = dict(d_model=256, n_heads=4, n_layers=2, vocab_size=512, max_seq_len=512, no_bias=True)
     models = {impl: tiny_model(**overrides, attn_config={"alibi": True, "attn_uses_sequence_id": True,
                                                          "attn_impl": impl}).to(gpu)
-              for impl in ("torch", "flash")}
-    models["flash"].load_state_dict(models["torch"].state_dict())
+              for impl in ("torch", impl)}
+    models[impl].load_state_dict(models["torch"].state_dict())
     ids = torch.randint(0, 512, (2, 512), device=gpu)
     sequence_id = torch.arange(512, device=gpu).div(100, rounding_mode="floor").expand(2, 512) if documents else None
     outs = {}
-    for impl, model in models.items():
+    for name, model in models.items():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = model(ids, sequence_id=sequence_id, labels=ids)
         out.loss.backward()
-        outs[impl] = (out.logits.float(), model.transformer.blocks[0].attn.Wqkv.weight.grad)
-    assert (outs["torch"][0] - outs["flash"][0]).abs().max().item() < 0.1  # bf16 rounding
-    assert torch.allclose(outs["torch"][1], outs["flash"][1], atol=1e-2, rtol=5e-2)
+        outs[name] = (out.logits.float(), model.transformer.blocks[0].attn.Wqkv.weight.grad)
+    assert (outs["torch"][0] - outs[impl][0]).abs().max().item() < 0.1  # bf16 rounding
+    assert torch.allclose(outs["torch"][1], outs[impl][1], atol=1e-2, rtol=5e-2)
