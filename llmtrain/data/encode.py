@@ -18,7 +18,8 @@ class Encoder:
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-        ids = np.concatenate([np.asarray(e.ids, np.int64) for e in encodings]) if encodings else np.zeros(0, np.int64)
+        # int32 halves what worker processes send back; every vocabulary here fits.
+        ids = np.concatenate([np.asarray(e.ids, np.int32) for e in encodings]) if encodings else np.zeros(0, np.int32)
         return ids, lengths
 
 

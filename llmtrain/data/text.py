@@ -40,7 +40,8 @@ from composer.core import DataSpec
 from composer.utils import dist
 from streaming import Stream, StreamingDataLoader, StreamingDataset
 
-from llmtrain.data.shm import clean_stale_streaming_state
+from llmtrain.data.remote import worker_init_fn
+from llmtrain.data.shm import clean_stale_streaming_state, record_owner
 from llmtrain.errors import UserError
 from llmtrain.schema import parse_section
 
@@ -282,13 +283,19 @@ def build_text_dataloader(section: dict, tokenizer, device_batch_size: int, key:
         raise UserError(f"{key}.dataset: cannot open the dataset ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}); check remote/local/split") from None
     _check_shards(dataset, ds, key)
+    if dist.get_local_rank() == 0:  # the local leader creates the dataset's shared memory
+        if not hasattr(dataset, "_shm_prefix_int"):  # streaming's internals moved: fail loudly
+            raise RuntimeError("StreamingDataset has no _shm_prefix_int; update llmtrain/data/text.py "
+                               "for this mosaicml-streaming version")
+        record_owner(dataset._shm_prefix_int)
     workers = cfg.num_workers
     loader = TextDataLoader(
         dataset, batch_size=device_batch_size, collate_fn=TextCollator(eos_token_id),
         drop_last=cfg.drop_last, num_workers=workers,
         pin_memory=cfg.pin_memory and torch.cuda.is_available(),  # pinning needs an accelerator
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,  # torch rejects both without workers
-        persistent_workers=cfg.persistent_workers and workers > 0, timeout=cfg.timeout)
+        persistent_workers=cfg.persistent_workers and workers > 0, timeout=cfg.timeout,
+        worker_init_fn=worker_init_fn)  # each worker its own object-store connection (data/remote.py)
     return DataSpec(loader, get_num_samples_in_batch=_num_samples, get_num_tokens_in_batch=_num_tokens)
 
 

@@ -22,6 +22,13 @@ next(iter(spec.dataloader))
 print("ready", flush=True)
 time.sleep(300)
 """
+HOLD_WITHOUT_US = """
+import sys, time
+from streaming import StreamingDataset
+next(iter(StreamingDataset(remote=sys.argv[1], local=sys.argv[2], batch_size=2)))
+print("ready", flush=True)
+time.sleep(300)
+"""
 STREAMING_ALONE = """
 import sys
 from streaming import StreamingDataset
@@ -45,8 +52,8 @@ def own_blocks(pid: int) -> set[str]:
     return {name for name in names if name.startswith(own)}
 
 
-def start_holder(remote: str, local: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, remote, local], stdout=subprocess.PIPE, text=True,
+def start_holder(remote: str, local: str, code: str = HOLD) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", code, remote, local], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     assert proc.stdout.readline() == "ready\n"
     return proc
@@ -62,7 +69,8 @@ def test_killed_run_leaves_no_trap_and_live_runs_are_untouched(tmp_path, neox_di
     remote = str(tmp_path / "remote")
     prepare([str(tmp_path / "a.txt")], remote, NEOX_NAME, max_seq_len=4)
 
-    alive = start_holder(remote, str(tmp_path / "other-cache"))
+    # A live run of another program (no owner record of ours): protected because it maps its blocks.
+    alive = start_holder(remote, str(tmp_path / "other-cache"), HOLD_WITHOUT_US)
     try:
         live = own_blocks(alive.pid)
         killed = start_holder(remote, str(tmp_path / "cache"))

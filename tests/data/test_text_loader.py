@@ -35,8 +35,10 @@ def test_round_trip_documents_to_batches(tmp_path, neox, workers, compression):
     summary = prepare([str(tmp_path / "raw")], str(tmp_path / "mds"), NEOX_NAME, max_seq_len=seq,
                       size_limit="3kb", compression=compression)
     assert summary.dropped_tail_tokens == 0 and summary.shards > 3
+    # (Non-persistent workers: a persistent-worker loader freed later by the garbage collector takes
+    # 5 s per worker to shut down, which would land in some other test's time.)
     spec = build_text_dataloader({"dataset": {"local": str(tmp_path / "mds"), "max_seq_len": seq},
-                                  "num_workers": workers, "drop_last": False}, neox, 5)
+                                  "num_workers": workers, "persistent_workers": False, "drop_last": False}, neox, 5)
     got = batches(spec)
     ids = torch.cat([b["input_ids"] for b in got])
     assert ids.shape == (summary.samples, seq) and ids.dtype == torch.int64
