@@ -192,8 +192,9 @@ def _open_writer(out: str, remote: bool, columns: dict, compression: Optional[st
     if not remote and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise UserError(f"--out: '{out}' exists and is not empty; choose a new directory or pass --overwrite")
     try:
-        return MDSWriter(out=out, columns=columns, compression=compression, size_limit=size_limit,
-                         exist_ok=overwrite)
+        writer = MDSWriter(out=out, columns=columns, compression=compression, size_limit=size_limit,
+                           exist_ok=overwrite)
+        existing = _remote_index(writer) if remote and not overwrite else []
     except ValueError as err:  # streaming's own checks: the shard size, the URI scheme
         raise UserError(f"--out '{out}' / --shard-size '{size_limit}': {err}") from None
     except Exception as err:  # boto3/botocore and friends: bucket missing, no endpoint, no credentials
@@ -201,6 +202,19 @@ def _open_writer(out: str, remote: bool, columns: dict, compression: Optional[st
             raise
         raise UserError(f"--out: cannot write to '{out}' ({type(err).__name__}: {err}); check the bucket "
                         f"and the S3_ENDPOINT_URL / AWS_* environment variables") from None
+    if existing:
+        writer.cancel_future_jobs()
+        shutil.rmtree(writer.local, ignore_errors=True)
+        raise UserError(f"--out: '{out}' already holds a dataset (index.json); choose a new prefix or pass --overwrite")
+    return writer
+
+
+def _remote_index(writer) -> list[str]:
+    """The index.json already at the writer's remote (as a local directory refuses to be reused)."""
+    try:
+        return writer.cloud_writer.list_objects("index.json")
+    except NotImplementedError:  # this object store's uploader cannot list; nothing to compare against
+        return []
 
 
 def _upload_error(out: str) -> UserError:

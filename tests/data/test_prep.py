@@ -187,3 +187,16 @@ def test_script_prints_summary_or_one_line_error(tmp_path):
     done = subprocess.run(cmd + ["--skip-bad", "--workers", "2"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "x 4 tokens (uint16)" in done.stdout and "skipped     1 bad records" in done.stdout
+
+
+def test_s3_output_is_not_overwritten_by_accident(tmp_path, s3_server):
+    (tmp_path / "a.txt").write_text("one two three four five six seven eight")
+    out = f"s3://{s3_server.make_bucket()}/data/train"
+    first = prepare([str(tmp_path / "a.txt")], out, NEOX_NAME, max_seq_len=2)
+    with pytest.raises(UserError, match=r"--out: 's3://.*/data/train' already holds a dataset \(index.json\); "
+                                        r"choose a new prefix or pass --overwrite"):
+        prepare([str(tmp_path / "a.txt")], out, NEOX_NAME, max_seq_len=3)
+    again = prepare([str(tmp_path / "a.txt")], out, NEOX_NAME, max_seq_len=3, overwrite=True)
+    assert (first.samples, again.samples) == (4, 3)
+    bucket = out[len("s3://"):].split("/")[0]
+    assert "data/train/index.json" in s3_server.keys(bucket, "data/train")
