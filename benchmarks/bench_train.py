@@ -43,6 +43,43 @@ def peak_mem_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
 
 
+KERNEL_GROUPS = [  # first match wins; names as CUDA kernels show them in the profiler
+    ("attention", ("flex_attention", "attn_fwd", "attn_bwd", "_fwd_kernel", "_bwd_", "flash", "fmha", "sdpa")),
+    ("optimizer", ("update_fn_kernel", "foreach", "multi_tensor", "clip", "norm_kernel")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "matmul", "cublas")),
+]
+
+
+def kernel_group(name: str) -> str:
+    lowered = name.lower()
+    return next((group for group, keys in KERNEL_GROUPS if any(k in lowered for k in keys)), "other")
+
+
+class StepProfiler(Callback):
+    """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other)."""
+
+    def __init__(self, start: int, steps: int):
+        self.start, self.stop = start, start + steps
+        self.profiler = None
+        self.groups: dict[str, float] = {}
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch) == self.start:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            self.profiler.__enter__()
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        if self.profiler is not None and int(state.timestamp.batch) == self.stop:
+            torch.cuda.synchronize()
+            self.profiler.__exit__(None, None, None)
+            steps = self.stop - self.start
+            for event in self.profiler.events():  # kernels only: CPU ops would count their kernels again
+                if event.device_type == torch.autograd.DeviceType.CUDA:
+                    group = kernel_group(event.name)
+                    self.groups[group] = self.groups.get(group, 0.0) + event.time_range.elapsed_us() / 1e3 / steps
+            self.profiler = None
+
+
 class StepTimer(Callback):
     """Wall time of each training batch (Composer syncs the device when it logs the loss)."""
 
@@ -76,6 +113,9 @@ def run_ours(args) -> dict:
     trainer = build_trainer(cfg)
     timer = StepTimer()
     trainer.state.callbacks.append(timer)
+    profiler = StepProfiler(args.warmup + 1, 3) if args.profile else None
+    if profiler:
+        trainer.state.callbacks.append(profiler)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.fit()
@@ -87,6 +127,8 @@ def run_ours(args) -> dict:
     result = {"name": "llmtrain", "microbatch": args.microbatch, "tokens_per_sec_per_gpu": tok_s,
               "mfu": mfu(tok_s, n_params, m["n_layers"], m["d_model"], args.seq),
               "peak_mem_gib": peak_mem_gib(), "n_params": n_params, "step_s_median": step_s}
+    if profiler:
+        result["kernel_ms_per_step"] = profiler.groups
     trainer.close()
     del trainer, model
     gc.collect()
@@ -141,6 +183,7 @@ def main() -> None:
     parser.add_argument("--docs-per-row", type=int, default=1)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="kernel time by group over 3 steps after warm-up")
     parser.add_argument("--json", help="append the results as one JSON line to this file")
     parser.add_argument("override", nargs="*", help="recipe overrides, e.g. model.attn_config.attn_impl=flex")
     args = parser.parse_args()
@@ -162,6 +205,12 @@ def main() -> None:
     for r in results:
         print(f"{r['name']:20s} {r['microbatch']:3d} {r['tokens_per_sec_per_gpu']:10.0f} "
               f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:9.1f}")
+    for r in results:
+        if "kernel_ms_per_step" in r:
+            total = sum(r["kernel_ms_per_step"].values())
+            shares = ", ".join(f"{g} {ms:.1f} ms ({100 * ms / total:.0f}%)"
+                               for g, ms in sorted(r["kernel_ms_per_step"].items(), key=lambda kv: -kv[1]))
+            print(f"kernel time per step ({r['name']}): {total:.1f} ms of {1e3 * r['step_s_median']:.1f} ms wall: {shares}")
     if len(results) == 2:
         print(f"ratio llmtrain / HF: {results[1]['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.2f}x")
     if args.json:

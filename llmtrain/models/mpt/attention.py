@@ -144,6 +144,13 @@ class AttentionPlan:
 _compiled_flex: Optional[Callable] = None
 
 
+@torch.compiler.disable
+def _triton_attention(q, k, v, plan: "AttentionPlan", scale: float) -> torch.Tensor:
+    # Outside torch.compile: inductor re-compiles user Triton kernels and fails on this one
+    # (a graph break per layer instead; docs/performance.md).
+    return flash_alibi_attention(q, k, v, slopes=plan.slopes, sequence_id=plan.sequence_id, softmax_scale=scale)
+
+
 def _flex(q: torch.Tensor) -> Callable:
     """flex_attention, compiled on CUDA (eager flex materialises every score and is only a reference)."""
     global _compiled_flex
@@ -159,7 +166,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
     """Softmax attention of q (B, H, S, D) over k, v (B, KV, S, D), KV dividing H; returns (B, H, S, D)."""
     gqa = k.shape[1] != q.shape[1]
     if plan.backend == "triton":
-        return flash_alibi_attention(q, k, v, slopes=plan.slopes, sequence_id=plan.sequence_id, softmax_scale=scale)
+        return _triton_attention(q, k, v, plan, scale)
     if plan.backend == "flex":
         return _flex(q)(q, k, v, score_mod=plan.score_mod(), block_mask=plan.block_mask(), scale=scale,
                         enable_gqa=gqa)
