@@ -17,6 +17,7 @@ setup(
         "torch",
         "safetensors",
         "boto3",
+        "cramjam",
         "matplotlib",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout"]},

@@ -33,7 +33,8 @@ def build_model(section: dict):
 
 
 def build_dataloader(section: dict, key: str, tokenizer, device_batch_size: int):
-    return _build_named(dataloaders, section, key, tokenizer, device_batch_size)
+    entry = dataloaders.get(section["name"], f"{key}.name")
+    return entry.build({k: v for k, v in section.items() if k != "name"}, tokenizer, device_batch_size, key)
 
 
 def build_optimizer(section: dict, model):

@@ -1,7 +1,8 @@
 """`train_loader: {name: synthetic}`: random tokens, no files — for benchmarks and smoke runs.
 
 Each row is `max_seq_len` uniform random token ids (deterministic per index and seed), with an EOS
-every `max_seq_len / docs_per_row` tokens so that document masking has real work to do.
+every `max_seq_len / docs_per_row` tokens so that document masking has real work to do; batches are
+collated exactly as the `text` loader's.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from composer.core import DataSpec
 from composer.utils import dist
 from torch.utils.data import DataLoader, Dataset
 
+from llmtrain.data.text import TextCollator
 from llmtrain.registry import dataloaders
 
 
@@ -39,16 +41,14 @@ class SyntheticTokens(Dataset):
         tokens = torch.randint(1, self.cfg.vocab_size, (self.cfg.max_seq_len,), generator=gen)
         doc_len = self.cfg.max_seq_len // self.cfg.docs_per_row
         tokens[doc_len - 1::doc_len] = self.cfg.eos_token_id
-        # a document's tokens up to and including its EOS share an id
-        sequence_id = torch.cumsum(tokens == self.cfg.eos_token_id, 0) - (tokens == self.cfg.eos_token_id).long()
-        return {"input_ids": tokens, "labels": tokens.clone(), "sequence_id": sequence_id}
+        return {"tokens": tokens, "source_id": 0}
 
 
-def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_size: int) -> DataSpec:
+def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_size: int, key: str) -> DataSpec:
     dataset = SyntheticTokens(cfg)
     sampler = dist.get_sampler(dataset, shuffle=False, drop_last=cfg.drop_last)
-    loader = DataLoader(dataset, batch_size=device_batch_size, sampler=sampler,
-                        num_workers=cfg.num_workers, drop_last=cfg.drop_last)
+    loader = DataLoader(dataset, batch_size=device_batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=cfg.drop_last, collate_fn=TextCollator(cfg.eos_token_id))
     return DataSpec(loader)
 
 
