@@ -3,14 +3,15 @@
     python scripts/generate.py MODEL --prompt "def fibonacci(n):" [--max-new-tokens 64] [--temperature 0.8] [--seed 0]
 
 MODEL is either
-  - a Hugging Face folder written by `export_hf` (config.json + model.safetensors), loaded as stock
-    `transformers.MptForCausalLM`; or
-  - a Composer checkpoint file (`runs/NAME/checkpoints/ep0-ba150-rank0.pt`, or `latest-rank0.pt`),
-    or the folder holding them: it is exported to a temporary folder first, with the model section of
-    the run's config.yaml (found next to the checkpoints folder, or given with --config).
-The tokenizer is the folder's own when it has one, else --tokenizer, else the run's `tokenizer.name`,
-else EleutherAI/gpt-neox-20b (installed locally; nothing is fetched). A sharded checkpoint folder is
-converted with scripts/convert_to_hf.py first.
+  - a Hugging Face folder written by `export_hf` or scripts/convert_to_hf.py (config.json +
+    model.safetensors), loaded as stock `transformers.MptForCausalLM`; or
+  - a Composer checkpoint: a full `.pt` file, a sharded checkpoint folder, a save folder (its
+    `latest-rank0.pt`) or a run directory (its checkpoints/), local or s3://. It is converted to a
+    temporary folder first by `llmtrain.checkpoint.convert_to_hf` (scripts/convert_to_hf.py), with the
+    model and tokenizer sections of --config, else of the run's config.yaml beside or above the
+    checkpoint, else those the checkpoint records.
+The tokenizer is --tokenizer, else the folder's own, else EleutherAI/gpt-neox-20b (installed locally;
+nothing is fetched).
 """
 from __future__ import annotations
 
@@ -24,19 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from llmtrain.cli import run_cli  # noqa: E402
 from llmtrain.errors import UserError  # noqa: E402
 
-CHECKPOINT_NAMES = ("latest-rank0.pt",)
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/generate.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="exported Hugging Face folder, or a Composer .pt checkpoint (or its folder)")
+    p.add_argument("model", help="exported Hugging Face folder, or a Composer checkpoint (.pt, folder, run dir)")
     p.add_argument("--prompt", action="append", required=True, help="text to continue; repeat for several")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.8, help="0: greedy decoding")
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", help="the run's config.yaml, for a checkpoint (default: found beside it)")
-    p.add_argument("--tokenizer", help="tokenizer name or folder, when the model folder has none")
+    p.add_argument("--tokenizer", help="tokenizer name or folder (default: the model folder's own)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is a GPU)")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1:
@@ -46,96 +45,49 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _find_checkpoint(path: Path) -> Path | None:
-    """The .pt file behind MODEL, or None when MODEL is not a Composer checkpoint."""
-    if path.is_file() and path.suffix == ".pt":
-        return path
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            if (path / name).exists():
-                return (path / name).resolve()
-        if (path / "checkpoints").is_dir():  # a run directory
-            return _find_checkpoint(path / "checkpoints")
+def _checkpoint_of(path: Path) -> Path:
+    """A run directory stands for its save folder, a save folder for its latest checkpoint."""
+    from llmtrain.checkpoint import LATEST
+
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / LATEST).exists():
+        return path / LATEST
+    return path
+
+
+def _run_config(checkpoint: Path) -> Path | None:
+    """The run's config.yaml: save_folder is usually RUN_DIR/checkpoints, so look beside and above."""
+    folder = checkpoint.resolve().parent
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        if (candidate / "config.yaml").is_file():
+            return candidate / "config.yaml"
     return None
-
-
-def _find_run_config(checkpoint: Path, given: str | None) -> Path:
-    if given:
-        if not Path(given).is_file():
-            raise UserError(f"--config: '{given}' is not a file; pass the run's config.yaml")
-        return Path(given)
-    # save_folder is usually RUN_DIR/checkpoints; look beside and above the checkpoint.
-    for folder in (checkpoint.parent, checkpoint.parent.parent, checkpoint.parent.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    raise UserError(f"{checkpoint}: no config.yaml beside it or in the folders above; "
-                    f"pass the run's config with --config RUN_DIR/config.yaml")
-
-
-def export_checkpoint(checkpoint: Path, config_path: Path, out_dir: Path) -> str:
-    """Write `checkpoint` as a stock-MPT Hugging Face folder; returns the run's tokenizer name."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from llmtrain.models.mpt.configuration import MPTConfig
-    from llmtrain.models.mpt.hf_interop import export_hf
-    from llmtrain.models.mpt.modeling import MPTForCausalLM
-
-    run = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
-    section = {k: v for k, v in (run.get("model") or {}).items() if k != "name"}
-    if not section:
-        raise UserError(f"{config_path}: no model: section; pass the config.yaml of the run that wrote {checkpoint}")
-    # Built on the host with the portable attention: only the weights matter for the export.
-    section["init_device"] = "cpu"
-    section["attn_config"] = {**(section.get("attn_config") or {}), "attn_impl": "torch"}
-    model = MPTForCausalLM(MPTConfig(**section))
-    # A Composer checkpoint is a pickle of the whole training state; load only files you trust.
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    weights = state.get("state", {}).get("model") if isinstance(state, dict) else None
-    if not weights:
-        raise UserError(f"{checkpoint}: not a full Composer checkpoint (no state.model); a sharded "
-                        f"checkpoint folder is converted with scripts/convert_to_hf.py")
-    weights = {k.removeprefix("model."): v for k, v in weights.items()}  # ComposerMPT holds MPT as .model
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise UserError(f"{checkpoint}: its weights do not fit the model in {config_path} "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}); pass the right --config")
-    export_hf(model, out_dir)
-    return (run.get("tokenizer") or {}).get("name") or ""
-
-
-def _is_sharded_checkpoint(path: Path) -> bool:
-    return path.is_dir() and ((path / ".metadata").exists() or any(path.glob("*.distcp")))
 
 
 def generate(args: argparse.Namespace) -> list[str]:
     import torch
     import transformers
 
+    from llmtrain.checkpoint import convert_to_hf
     from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
 
-    path = Path(args.model)
-    if not path.exists():
-        raise UserError(f"MODEL: '{path}' does not exist; pass an exported folder or a checkpoint .pt file")
     with tempfile.TemporaryDirectory(prefix="llmtrain-generate-") as tmp:
-        tokenizer_name = args.tokenizer
-        if (path / "config.json").is_file():
-            folder = path
-        elif (checkpoint := _find_checkpoint(path)) is not None:
-            folder = Path(tmp)
-            run_tokenizer = export_checkpoint(checkpoint, _find_run_config(checkpoint, args.config), folder)
-            tokenizer_name = tokenizer_name or run_tokenizer
-        elif _is_sharded_checkpoint(path):
-            raise UserError(f"MODEL: '{path}' is a sharded checkpoint; convert it first with "
-                            f"scripts/convert_to_hf.py and pass the folder it writes")
+        local = Path(args.model)
+        remote = args.model.startswith("s3://")
+        if not remote and not local.exists():
+            raise UserError(f"MODEL: '{local}' does not exist; pass an exported folder or a checkpoint")
+        if (local / "config.json").is_file():
+            folder = local
+        else:  # a checkpoint; convert_to_hf says what is wrong with anything else
+            checkpoint = args.model if remote else str(_checkpoint_of(local))
+            config = args.config or (None if remote else _run_config(Path(checkpoint)))
+            folder = convert_to_hf(checkpoint, Path(tmp) / "hf", config=str(config) if config else None)
+        if args.tokenizer or not (folder / "tokenizer.json").is_file():
+            tokenizer = build_tokenizer(args.tokenizer or NEOX_NAME, key="--tokenizer")
         else:
-            raise UserError(f"MODEL: '{path}' has no config.json and no Composer checkpoint; pass a folder "
-                            f"written by export_hf or a checkpoint .pt file")
-        if tokenizer_name is None and (folder / "tokenizer.json").is_file():
             tokenizer = None  # the pipeline loads the folder's own
-        else:
-            tokenizer = build_tokenizer(tokenizer_name or NEOX_NAME, key="--tokenizer")
+        transformers.logging.set_verbosity_error()  # stdout/stderr keep the text and real errors only
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = transformers.pipeline("text-generation", model=str(folder), tokenizer=tokenizer, device=device)
         eos = pipe.tokenizer.eos_token_id

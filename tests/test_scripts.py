@@ -41,7 +41,9 @@ def shards(tmp_path_factory) -> Path:
 
 
 def script(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**(env or os.environ), "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    env = dict(env or os.environ)
+    # This checkout's llmtrain first (an editable install may point at another clone).
+    env.update(CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -164,8 +166,9 @@ def test_plot_run_without_metrics_is_one_line_error(tmp_path):
 
 
 def test_generate_from_checkpoint_and_from_export_agree(run, tmp_path):
-    """Greedy text from the Composer checkpoint (exported on the fly, tokenizer from the run's config)
-    equals greedy text from a folder exported beforehand without a tokenizer (gpt-neox-20b default)."""
+    """Greedy text from the run directory (its latest checkpoint, converted on the fly with the run's
+    config.yaml and tokenizer) equals greedy text from a folder exported beforehand without a tokenizer
+    (gpt-neox-20b by default)."""
     import torch
 
     from llmtrain.models.mpt.configuration import MPTConfig
@@ -175,7 +178,7 @@ def test_generate_from_checkpoint_and_from_export_agree(run, tmp_path):
     run_dir, _ = run
     checkpoint = run_dir / "checkpoints" / "ep0-ba6-rank0.pt"
     prompt = ["--prompt", "def square(x):", "--max-new-tokens", "12", "--temperature", "0"]
-    from_checkpoint = script(["scripts/generate.py", str(checkpoint), *prompt])
+    from_checkpoint = script(["scripts/generate.py", str(run_dir), *prompt])
     assert from_checkpoint.returncode == 0, from_checkpoint.stderr[-3000:]
     text = from_checkpoint.stdout
     assert text.startswith("def square(x):") and len(text) > len("def square(x):\n")
@@ -194,8 +197,10 @@ def test_generate_from_checkpoint_and_from_export_agree(run, tmp_path):
     assert sampled.returncode == 0 and sampled.stdout.startswith("def square(x):")
 
 
-def test_generate_names_a_missing_model(tmp_path):
+def test_generate_errors_are_one_line(tmp_path):
     done = script(["scripts/generate.py", str(tmp_path / "nope"), "--prompt", "x"])
     assert done.returncode == 2
     assert done.stderr == f"error: MODEL: '{tmp_path / 'nope'}' does not exist; pass an exported folder " \
-                          f"or a checkpoint .pt file\n"
+                          f"or a checkpoint\n"
+    done = script(["scripts/generate.py", str(tmp_path), "--prompt", "x"])  # a folder with no model
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
