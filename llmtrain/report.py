@@ -35,8 +35,9 @@ def _number(value) -> Optional[float]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of RUN_DIR/metrics.jsonl, one per step, sorted by step. A resumed run repeats the
-    steps after its checkpoint; the later record of a step (the resumed run's) wins."""
+    """The records of RUN_DIR/metrics.jsonl, one per step, sorted by step. Records of the same step are
+    merged, later values winning: a resumed run repeats the steps after its checkpoint, and a late
+    record may add metrics (an evaluation after the last step) to a step already written."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: not found; pass the run directory of a training run (it holds config.yaml "
@@ -53,7 +54,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
                 continue
             raise UserError(f"{path}:{n}: not a JSON object; metrics.jsonl has one JSON object per line") from None
         if isinstance(record, dict) and isinstance(record.get("step"), int):
-            by_step[record["step"]] = record
+            by_step.setdefault(record["step"], {}).update(record)
     if not by_step:
         raise UserError(f"{path}: no step records yet; the run has not logged a step (log_interval decides how often)")
     return [by_step[s] for s in sorted(by_step)]

@@ -204,3 +204,18 @@ def test_generate_errors_are_one_line(tmp_path):
                           f"or a checkpoint\n"
     done = script(["scripts/generate.py", str(tmp_path), "--prompt", "x"])  # a folder with no model
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+
+
+def test_read_metrics_merges_a_step_and_skips_a_torn_last_line(tmp_path):
+    from llmtrain.errors import UserError
+    from llmtrain.report import read_metrics
+
+    lines = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 1, "loss": 2.9},  # resumed at step 0
+             {"step": 2, "loss": 2.5}, {"step": 2, "metrics/eval/LanguageCrossEntropy": 2.7}]  # eval after the end
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"step": 3, "lo')  # killed mid-write
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.9},
+                                      {"step": 2, "loss": 2.5, "metrics/eval/LanguageCrossEntropy": 2.7}]
+    path.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(UserError, match=rf"^{path}:2: not a JSON object"):
+        read_metrics(tmp_path)
