@@ -2,6 +2,8 @@
 # The virtualenv lives outside the clone, so every clone on this machine (and CI's) reuses it.
 LLMTRAIN_CACHE ?= $(HOME)/.cache/llmtrain
 export LLMTRAIN_CACHE
+# Every clone shares the venv; scripts run from this one import this one's llmtrain.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV := $(LLMTRAIN_CACHE)/venv
 PY := $(VENV)/bin/python
 # Reinstall when setup.py changes, and once per clone (the editable install points at this clone).

@@ -66,13 +66,28 @@ class TrainConfig:
     run_dir: Optional[str] = None  # default runs/{run_name}: config.yaml and metrics.jsonl live here
     log_interval: Duration = "1ba"
     console_log_interval: Duration = "1ba"
-    progress_bar: bool = False
+    progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
     dist_timeout: float = 600.0
     device: Optional[Literal["cpu", "gpu"]] = None  # None: a GPU when there is one
     python_log_level: Optional[str] = None
+    # dotted key -> its value with environment reads shown as <env:NAME> (not a YAML key: init=False)
+    from_environment: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["from_environment"]
+        return data
+
+    def recorded(self) -> dict:
+        """The config to write down: every value that came from `${oc.env:...}` shown as <env:NAME>."""
+        data = self.to_dict()
+        for dotted, masked in self.from_environment.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            node[leaf] = masked
+        return data
 
 
 # Sections holding `{name: ..., ...}`, and those holding `{name: {...}, ...}` (one entry per component).
@@ -143,6 +158,27 @@ def resolve(data: dict, source: str) -> dict:
         raise UserError(f"{key}: {msg} (in {source}); define it under variables: or fix the ${{...}} reference") from None
 
 
+_ENV_READ = re.compile(r"\$\{oc\.env:([^,}]+)[^}]*\}")
+
+
+def _mask_environment(data: Any) -> Any:
+    """A copy of the raw config with each `${oc.env:NAME}` replaced by the text <env:NAME>."""
+    if isinstance(data, dict):
+        return {k: _mask_environment(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask_environment(v) for v in data]
+    return _ENV_READ.sub(r"<env:\1>", data) if isinstance(data, str) else data
+
+
+def _leaves_with(data: Any, marker: str, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        found = {}
+        for key, value in data.items():
+            found.update(_leaves_with(value, marker, f"{prefix}{key}."))
+        return found
+    return {prefix[:-1]: data} if marker in str(data) else {}
+
+
 def _check_components(cfg: TrainConfig) -> None:
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
@@ -180,4 +216,7 @@ def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<conf
     _check_components(cfg)
     if cfg.run_name is None:
         cfg = replace(cfg, run_name=default_run_name)
+    masked = _mask_environment(data)
+    if masked != data:  # resolved again with the environment masked: also catches ${variables.x} uses
+        object.__setattr__(cfg, "from_environment", _leaves_with(resolve(masked, source), "<env:"))
     return cfg

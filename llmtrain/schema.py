@@ -96,7 +96,7 @@ def parse_section(cls, data: Any, key: str):
     if not isinstance(data, Mapping):
         raise UserError(f"{key or 'config'}: expected a mapping (key: value lines), "
                         f"got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     check_keys(data, fields, key)
     hints = typing.get_type_hints(cls)
     values = {}

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from llmtrain import builders
 from llmtrain.callbacks import MetricsJsonl
+from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
 from llmtrain.distributed import build_parallelism_config, gloo_reduce_scatter_avg_factor, gradient_average_fix
 from llmtrain.errors import UserError
@@ -20,11 +21,11 @@ def run_dir_of(cfg: TrainConfig) -> Path:
 
 
 def _write_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:
-    # The config as it ran, overrides and interpolations applied; secrets never live in it
-    # (credentials come from the environment only).
+    # The config as it ran, overrides and interpolations applied, except values read from the
+    # environment (${oc.env:...}), which stay references: they are where secrets live.
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg.to_dict())))
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg.recorded())))
     tmp.replace(run_dir / "config.yaml")
 
 
@@ -77,7 +78,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         algorithms=algorithms,
         callbacks=builders.build_callbacks(cfg.callbacks),
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
-                 *builders.build_loggers(cfg.loggers, run_dir)],
+                 *builders.build_loggers(cfg.loggers, run_dir),
+                 Progress(cfg.console_log_interval, bar=cfg.progress_bar)],
         max_duration=cfg.max_duration,
         precision=cfg.precision if device == "gpu" else "fp32",  # autocast is a GPU feature here
         device=device,
@@ -94,9 +96,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         load_strict_model_weights=cfg.load_strict_model_weights,
         autoresume=cfg.autoresume,
         seed=cfg.seed,
-        log_to_console=True,
-        console_log_interval=cfg.console_log_interval,
-        progress_bar=cfg.progress_bar,
+        log_to_console=False,  # Progress prints one compact line per console_log_interval instead
+        progress_bar=False,
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )

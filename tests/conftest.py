@@ -8,6 +8,12 @@ import torch
 from tests.objectstore import CONFLICTING_ENV, INSTALL_HINT, ObjectStore, missing_programs
 
 
+# --- Subprocesses (scripts/*.py, launchers) import this checkout, not whichever clone the shared
+# venv's editable install points at ---
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
+
+
 # --- `gpu` marker: GPU tests run on the device machine and are skipped where there is no CUDA ---
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

@@ -2,7 +2,8 @@
 
 Contract (other parts add fields, none removes these): `step`, `loss`, `lr`, `tokens` (cumulative,
 all ranks), `tokens_per_sec` (since the previous record), plus every metric any callback logged for
-that step under its own name (`data/<stream>/tokens`, `throughput/mfu`, ...).
+that step under its own name (`data/<stream>/tokens`, `throughput/device/mfu`, ...). Metrics logged
+after the last step (Composer's closing evaluation) come as one more record for that step.
 """
 from __future__ import annotations
 
@@ -60,10 +61,18 @@ class MetricsJsonl(LoggerDestination):
             "tokens": tokens,
             "tokens_per_sec": (tokens - last_tokens) / max(now - last_time, 1e-9),
         }
+        self._last = (tokens, now)
+        self._write(record)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        # Composer's epoch-end time/* counters alone are no reason for a record; a closing eval is.
+        if any(not key.startswith("time/") for key in self._pending):
+            self._write({"step": int(state.timestamp.batch)})
+
+    def _write(self, record: dict) -> None:
         for key, value in self._pending.items():
             record.setdefault(key, _plain(value))
         self._pending.clear()
-        self._last = (tokens, now)
         if dist.get_global_rank() == 0:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
