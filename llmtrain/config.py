@@ -67,6 +67,7 @@ class TrainConfig:
     log_interval: Duration = "1ba"
     console_log_interval: Duration = "1ba"
     progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
+    log_to_console: bool = True  # the compact progress lines (llmtrain.callbacks.progress)
     dist_timeout: float = 600.0
     device: Optional[Literal["cpu", "gpu"]] = None  # None: a GPU when there is one
     python_log_level: Optional[str] = None

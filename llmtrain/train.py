@@ -79,7 +79,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         callbacks=builders.build_callbacks(cfg.callbacks),
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir),
-                 Progress(cfg.console_log_interval, bar=cfg.progress_bar)],
+                 *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],
         max_duration=cfg.max_duration,
         precision=cfg.precision if device == "gpu" else "fp32",  # autocast is a GPU feature here
         device=device,

@@ -1,0 +1,102 @@
+"""Every recipe in yamls/ validates, builds its model on the meta device at the expected size, mixes
+data that sums to 1, and trains 2 steps on CPU once shrunk by command-line overrides alone; so does an
+llm-foundry recipe written in their schema."""
+from pathlib import Path
+
+import pytest
+
+from llmtrain.builders import build_model
+from llmtrain.config import load_config
+from llmtrain.data.prep import prepare
+from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
+from llmtrain.train import train
+from tests.data.corpus import make_documents
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = sorted(p.name for p in (ROOT / "yamls").glob("mpt-*.yaml"))
+# (name, low, high) in parameters: MPT-7B is 6,649,286,656 (the "6.7B" of the model card, rounded)
+SIZES = {"mpt-125m.yaml": (0.11e9, 0.14e9), "mpt-350m.yaml": (0.32e9, 0.38e9), "mpt-760m.yaml": (0.70e9, 0.80e9),
+         "mpt-1b.yaml": (1.25e9, 1.40e9), "mpt-3b.yaml": (2.6e9, 2.8e9), "mpt-7b.yaml": (6.64e9, 6.7e9)}
+SEQ = 32
+
+
+def expected_params(m: dict) -> int:
+    """Tied embedding + per block (qkv, out, up, down: 12·d²; two norm weights) + final norm."""
+    d = m["d_model"]
+    return m["vocab_size"] * d + m["n_layers"] * (12 * d * d + 2 * d) + d
+
+
+def test_every_preset_is_listed():
+    assert set(PRESETS) == set(SIZES)
+
+
+@pytest.mark.parametrize("recipe", PRESETS)
+def test_recipe_builds_on_meta_at_its_size_and_mixes_to_one(recipe):
+    cfg = load_config(ROOT / "yamls" / recipe)
+    model = build_model({**cfg.model, "init_device": "meta"})
+    n = sum(p.numel() for p in model.parameters())
+    assert all(p.is_meta for p in model.parameters())
+    assert n == expected_params(cfg.model)
+    low, high = SIZES[recipe]
+    assert low <= n <= high
+    streams = cfg.train_loader["dataset"]["streams"]
+    assert len(streams) == 10
+    assert sum(s["proportion"] for s in streams.values()) == pytest.approx(1.0, abs=1e-12)
+    assert cfg.optimizer["name"] == "decoupled_lionw" and cfg.model["attn_config"]["alibi"]
+
+
+def test_mpt_7b_is_the_seed_recipe():
+    cfg = load_config(ROOT / "yamls" / "mpt-7b.yaml")
+    m = cfg.model
+    assert (m["n_layers"], m["n_heads"], m["d_model"], m["expansion_ratio"], m["vocab_size"], m["max_seq_len"]) == \
+        (32, 32, 4096, 4, 50432, 2048)
+    assert m["no_bias"] and m["norm_type"] == "low_precision_layernorm" and not m.get("learned_pos_emb", False)
+    assert cfg.global_train_batch_size == 1760
+    assert int(cfg.max_duration.removesuffix("ba")) * 1760 * 2048 >= 1e12 > (int(cfg.max_duration.removesuffix("ba")) - 1) * 1760 * 2048
+    proportions = {k: v["proportion"] for k, v in cfg.train_loader["dataset"]["streams"].items()}
+    assert proportions == {"mc4_en": 0.33, "c4_en_semdedup": 0.299, "redpajama_commoncrawl": 0.10, "the_stack": 0.10,
+                           "redpajama_wikipedia": 0.04, "the_stack_markdown": 0.035, "s2orc": 0.033,
+                           "redpajama_books": 0.03, "redpajama_arxiv": 0.019, "redpajama_stackexchange": 0.014}
+    assert cfg.fsdp_config["activation_checkpointing"] and cfg.autoresume
+    assert cfg.save_folder.startswith("s3://") and "wandb" in cfg.loggers
+
+
+@pytest.fixture(scope="module")
+def mix_shards(tmp_path_factory) -> Path:
+    """Tiny shards for the ten stream names the presets use, plus train/val splits for llm-foundry's layout."""
+    install_tokenizers()
+    root = tmp_path_factory.mktemp("mix")
+    names = load_config(ROOT / "yamls" / "mpt-7b.yaml").train_loader["dataset"]["streams"]
+    for seed, name in enumerate([*names, "foundry/train", "foundry/val"]):
+        raw = root / "raw" / name
+        raw.mkdir(parents=True)
+        for i, doc in enumerate(make_documents(12, seed=seed)):
+            (raw / f"{i}.txt").write_text(doc)
+        prepare([str(raw)], str(root / name), NEOX_NAME, SEQ)
+    return root
+
+
+SHRINK = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", f"variables.max_seq_len={SEQ}",
+          "global_train_batch_size=2", "device_train_microbatch_size=1", "max_duration=2ba",
+          "train_loader.num_workers=0", "autoresume=false", "precision=fp32"]
+
+
+def train_two_steps(recipe: Path, overrides: list[str], run_dir: Path) -> list[str]:
+    trainer = train(load_config(recipe, [*SHRINK, *overrides, f"run_dir={run_dir}", f"save_folder={run_dir}/ckpt"]))
+    records = (run_dir / "metrics.jsonl").read_text().splitlines()
+    trainer.close()
+    return records
+
+
+@pytest.mark.parametrize("recipe", PRESETS)
+def test_recipe_trains_two_steps_on_cpu(recipe, mix_shards, tmp_path):
+    records = train_two_steps(ROOT / "yamls" / recipe, [
+        f"variables.data_remote={mix_shards}", f"variables.data_local={tmp_path}/cache", "~loggers.wandb"], tmp_path)
+    assert len(records) == 2
+
+
+def test_llm_foundry_recipe_trains_two_steps_with_data_paths_overridden(mix_shards, tmp_path):
+    records = train_two_steps(ROOT / "tests" / "recipes" / "llm_foundry_mpt_125m.yaml", [
+        f"variables.data_local={mix_shards}/foundry", "variables.run_name=foundry", "eval_loader.num_workers=0",
+        "eval_interval=2ba", "device_eval_batch_size=2"], tmp_path)
+    assert len(records) >= 2
