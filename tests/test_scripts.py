@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtrain.data.prep import prepare
-from llmtrain.data.tokenizer import NEOX_NAME, cache_root, install_tokenizers
-from tests.data.corpus import make_documents
+from llmtrain.data.tokenizer import cache_root
+from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ = 32
@@ -29,15 +28,7 @@ WANDB_KEY = "0bserve" + "0123456789abcdef" * 2 + "wxyz"  # 40 characters, like a
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    install_tokenizers()
-    root = tmp_path_factory.mktemp("shards")
-    for seed, name in enumerate(["python_stdlib", "licenses", "heldout"]):
-        docs = root / f"raw_{name}"
-        docs.mkdir()
-        for i, doc in enumerate(make_documents(60, seed=seed)):
-            (docs / f"{i:03}.txt").write_text(doc)
-        prepare([str(docs)], str(root / name), NEOX_NAME, SEQ)
-    return root
+    return write_stream_shards(tmp_path_factory.mktemp("shards"), ["python_stdlib", "licenses", "heldout"], SEQ, 60)
 
 
 def script(args: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmtrain.data.prep import prepare
-from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
-from tests.data.corpus import make_documents
+from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQ = 32
@@ -22,15 +20,7 @@ SMALL = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", f"variables.
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    install_tokenizers()
-    root = tmp_path_factory.mktemp("shards")
-    for seed, name in enumerate(["python_stdlib", "licenses"]):
-        docs = root / f"raw_{name}"
-        docs.mkdir()
-        for i, doc in enumerate(make_documents(80, seed=seed)):
-            (docs / f"{i:03}.txt").write_text(doc)
-        prepare([str(docs)], str(root / name), NEOX_NAME, SEQ)
-    return root
+    return write_stream_shards(tmp_path_factory.mktemp("shards"), ["python_stdlib", "licenses"], SEQ, 80)
 
 
 def train(args: list[str], run_dir: Path, shards: Path, nproc: int = 1) -> list[dict]:

@@ -48,3 +48,19 @@ def write_corpus(root: Path, docs: list[str]) -> list[str]:
             data = bytes(cramjam.zstd.compress(data))
         path.write_bytes(data)
     return [d for path in sorted(files) for d in files[path]]
+
+
+def write_stream_shards(root: Path, names: list[str], max_seq_len: int, docs_per_stream: int) -> Path:
+    """One folder of packed MDS shards per stream name under `root` (stream i from seed i), as
+    `scripts/data_prep.py` writes them with the real gpt-neox tokenizer."""
+    from llmtrain.data.prep import prepare
+    from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
+
+    install_tokenizers()
+    for seed, name in enumerate(names):
+        raw = root / "raw" / name
+        raw.mkdir(parents=True)
+        for i, doc in enumerate(make_documents(docs_per_stream, seed=seed)):
+            (raw / f"{i:03}.txt").write_text(doc)
+        prepare([str(raw)], str(root / name), NEOX_NAME, max_seq_len)
+    return root

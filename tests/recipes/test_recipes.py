@@ -7,10 +7,8 @@ import pytest
 
 from llmtrain.builders import build_model
 from llmtrain.config import load_config
-from llmtrain.data.prep import prepare
-from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
 from llmtrain.train import train
-from tests.data.corpus import make_documents
+from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted(p.name for p in (ROOT / "yamls").glob("mpt-*.yaml"))
@@ -64,16 +62,8 @@ def test_mpt_7b_is_the_seed_recipe():
 @pytest.fixture(scope="module")
 def mix_shards(tmp_path_factory) -> Path:
     """Tiny shards for the ten stream names the presets use, plus train/val splits for llm-foundry's layout."""
-    install_tokenizers()
-    root = tmp_path_factory.mktemp("mix")
     names = load_config(ROOT / "yamls" / "mpt-7b.yaml").train_loader["dataset"]["streams"]
-    for seed, name in enumerate([*names, "foundry/train", "foundry/val"]):
-        raw = root / "raw" / name
-        raw.mkdir(parents=True)
-        for i, doc in enumerate(make_documents(12, seed=seed)):
-            (raw / f"{i}.txt").write_text(doc)
-        prepare([str(raw)], str(root / name), NEOX_NAME, SEQ)
-    return root
+    return write_stream_shards(tmp_path_factory.mktemp("mix"), [*names, "foundry/train", "foundry/val"], SEQ, 12)
 
 
 SHRINK = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", f"variables.max_seq_len={SEQ}",
