@@ -8,7 +8,7 @@ from composer import Trainer
 from composer.utils import dist, get_device, reproducibility
 from omegaconf import OmegaConf
 
-from llmtrain import builders
+from llmtrain import builders, checkpoint
 from llmtrain.callbacks import MetricsJsonl
 from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
@@ -47,6 +47,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         _write_resolved_config(cfg, run_dir)
 
     parallelism = build_parallelism_config(cfg.fsdp_config, device)
+    checkpoint.prepare_load(cfg, sharded=parallelism is not None and parallelism["fsdp"].state_dict_type == "sharded")
     model_section = cfg.model
     if model_section.get("init_device") == "meta" and parallelism is None:
         # Only FSDP materialises meta weights; an unsharded run builds them in host memory instead.
@@ -76,7 +77,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         optimizers=optimizer,
         schedulers=scheduler,
         algorithms=algorithms,
-        callbacks=builders.build_callbacks(cfg.callbacks),
+        callbacks=[*builders.build_callbacks(cfg.callbacks), *checkpoint.callbacks(cfg)],
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir),
                  *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],
