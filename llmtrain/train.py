@@ -12,7 +12,8 @@ from llmtrain import builders, checkpoint
 from llmtrain.callbacks import MetricsJsonl
 from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
-from llmtrain.distributed import build_parallelism_config, gloo_reduce_scatter_avg_factor, gradient_average_fix
+from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
+                                  parallelism_for)
 from llmtrain.errors import UserError
 
 
@@ -39,6 +40,7 @@ def device_batch_size(cfg: TrainConfig) -> int:
 
 def build_trainer(cfg: TrainConfig) -> Trainer:
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    adopt_torchrun_env()  # before anything asks Composer for the node rank
     dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
     reproducibility.seed_all(cfg.seed)
     batch_size = device_batch_size(cfg)
@@ -46,7 +48,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if dist.get_global_rank() == 0:
         _write_resolved_config(cfg, run_dir)
 
-    parallelism = build_parallelism_config(cfg.fsdp_config, device)
+    parallelism = parallelism_for(cfg, device)
     checkpoint.prepare_load(cfg, sharded=parallelism is not None and parallelism["fsdp"].state_dict_type == "sharded")
     model_section = cfg.model
     if model_section.get("init_device") == "meta" and parallelism is None:
