@@ -3,11 +3,14 @@
 Every step it logs, cumulative over the run and summed over all ranks,
 `data/<stream>/samples` and `data/<stream>/tokens` for each stream of the train loader (the
 `streams:` names of `train_loader: {name: text}`, or `default` for a single dataset). Needs batches
-with `source_id` (B,), which the `text` loader provides. A resumed run counts from its restart.
+with `source_id` (B,), which the `text` loader provides. The counts are checkpointed: a resumed run
+continues them (a stream the checkpoint does not name starts at 0).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from composer.core import Callback, State
@@ -23,6 +26,16 @@ class DataMixMonitor(Callback):
         self.stream_names: list[str] = []
         self.samples = torch.zeros(0, dtype=torch.int64)
         self.tokens = torch.zeros(0, dtype=torch.int64)
+        self._resumed: Optional[dict[str, list[int]]] = None  # {stream: [samples, tokens]} from a checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        # One JSON string: a single checkpoint item however many streams and ranks (a sharded checkpoint
+        # resumed on another number of ranks or with other streams must find the same keys).
+        counts = {name: [int(self.samples[i]), int(self.tokens[i])] for i, name in enumerate(self.stream_names)}
+        return {"counts": json.dumps(counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resumed = json.loads(state["counts"])  # applied at fit_start, once the streams are known
 
     def fit_start(self, state: State, logger: Logger) -> None:
         names = getattr(state.train_dataloader, "stream_names", None)
@@ -32,6 +45,9 @@ class DataMixMonitor(Callback):
         self.stream_names = list(names)
         self.samples = torch.zeros(len(names), dtype=torch.int64)
         self.tokens = torch.zeros(len(names), dtype=torch.int64)
+        for i, name in enumerate(names):
+            self.samples[i], self.tokens[i] = (self._resumed or {}).get(name, (0, 0))
+        self._resumed = None
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         # AFTER_DATALOADER sees the whole device batch; later events may see one microbatch.
