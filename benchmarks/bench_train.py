@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -184,11 +185,17 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="kernel time by group over 3 steps after warm-up")
+    parser.add_argument("--memory-cap-gib", type=float,
+                        help="cap this process's GPU memory (e.g. 79 to check that a run fits an 80 GB H100 on an H200)")
     parser.add_argument("--json", help="append the results as one JSON line to this file")
     parser.add_argument("override", nargs="*", help="recipe overrides, e.g. model.attn_config.attn_impl=flex")
     args = parser.parse_args()
 
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    if args.memory_cap_gib and torch.cuda.is_available():
+        device = int(os.environ.get("LOCAL_RANK", 0))  # the launcher's rank on this machine
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), device)
     rank0 = dist.get_global_rank() == 0
     results = []
     # The baseline first, in a clean process: Composer keeps the trained model referenced afterwards.

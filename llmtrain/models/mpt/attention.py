@@ -78,6 +78,7 @@ class AttentionPlan:
     seq_len: int
     device: torch.device
     slopes: Optional[torch.Tensor] = None  # ALiBi, per query head
+    alibi_bias_max: float = 8.0
     sequence_id: Optional[torch.Tensor] = None  # (B, S) document of each token
     key_keep: Optional[torch.Tensor] = None  # (B, S) bool, False for padding
     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # cos, sin
@@ -133,10 +134,17 @@ class AttentionPlan:
     def score_mod(self) -> Optional[Callable]:
         if self.slopes is None:
             return None
-        slopes = self.slopes
+        # The slope is computed from the head index inside the kernel (alibi_slopes' formula), not read
+        # from `slopes`: flex under autocast casts captured float tensors to bf16 in the forward but not
+        # when activation checkpointing recomputes a block in the compiled backward, and the recompute
+        # check then fails (7B on GPU, docs/performance.md).
+        n_heads = self.slopes.numel()
+        n = 2 ** math.ceil(math.log2(n_heads))
+        exponent_per_k = -self.alibi_bias_max / n
 
         def alibi(score, b, h, q, kv):
-            return score + slopes[h] * (kv - q)
+            k = h + 1 if n == n_heads else torch.where(h < n // 2, 2 * h + 2, 2 * (h - n // 2) + 1)
+            return score + torch.exp2(k * exponent_per_k) * (kv - q)
 
         return alibi
 
@@ -189,5 +197,6 @@ def build_plan(*, attn_impl: str, batch_size: int, seq_len: int, device: torch.d
         backend=resolve_backend(attn_impl, device, dropout_p, padded=key_keep is not None),
         batch_size=batch_size, seq_len=seq_len, device=device,
         slopes=alibi_slopes(n_heads, alibi_bias_max, device) if alibi else None,
+        alibi_bias_max=alibi_bias_max,
         sequence_id=sequence_id, key_keep=key_keep,
         rope=rope_cos_sin(seq_len, head_dim, rope_theta, device) if rope_theta is not None else None)

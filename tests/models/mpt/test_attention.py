@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
-from llmtrain.models.mpt.attention import alibi_slopes, apply_rope, resolve_backend, rope_cos_sin
+from llmtrain.models.mpt.attention import alibi_slopes, apply_rope, build_plan, resolve_backend, rope_cos_sin
 from tests.models.conftest import tiny_model, token_batch
 
 DOCS = torch.tensor([[0] * 5 + [1] * 7 + [2] * 4, [0] * 16])  # two rows, three and one documents
@@ -18,6 +18,16 @@ def test_alibi_slopes_match_stock_mpt(n_heads):
     stock = -build_mpt_alibi_tensor(n_heads, 2)[:, 0, 0]
     assert torch.equal(alibi_slopes(n_heads), stock)
 
+
+
+@pytest.mark.parametrize("n_heads", [1, 4, 6, 12, 32])
+def test_flex_score_mod_adds_the_alibi_slopes(n_heads):
+    plan = build_plan(attn_impl="flex", batch_size=1, seq_len=4, device=torch.device("cpu"), dropout_p=0.0,
+                      n_heads=n_heads, alibi=True, alibi_bias_max=8.0, rope_theta=None, head_dim=8,
+                      sequence_id=None, attention_mask=None)
+    heads = torch.arange(n_heads)
+    bias = plan.score_mod()(torch.zeros(n_heads), 0, heads, torch.tensor(3), torch.tensor(1))
+    assert torch.allclose(bias, -2 * alibi_slopes(n_heads, 8.0), rtol=1e-6, atol=0)
 
 def test_rope_scores_depend_only_on_relative_position():
     cos, sin = rope_cos_sin(16, 8, 10000.0, "cpu")
