@@ -216,7 +216,8 @@ class _Folder:
 
     def read(self, rel: str, missing_ok: bool = False) -> Optional[bytes]:
         if self.store is None:
-            return Path(self.root, rel).read_bytes()
+            path = Path(self.root, rel)
+            return None if missing_ok and not path.exists() else path.read_bytes()
         obj = self._s3("get_object", missing_ok, Key=self._key(rel))
         return None if obj is None else obj["Body"].read()
 
@@ -246,6 +247,23 @@ class _Folder:
             self._s3("delete_object", Key=self._key(LATEST + ".symlink"))
         else:  # the format Composer writes: the object name, without the bucket
             self._s3("put_object", Key=self._key(LATEST + ".symlink"), Body=f"{self.root}/{name}".encode())
+
+    def write(self, rel: str, data: Optional[bytes]) -> None:
+        """Replace file `rel` with `data` (atomically where local); None deletes it."""
+        if self.store is not None:
+            if data is None:
+                self._s3("delete_object", Key=self._key(rel))
+            else:
+                self._s3("put_object", Key=self._key(rel), Body=data)
+            return
+        path = Path(self.root, rel)
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
     def remove(self, ckpt: Checkpoint, files: list[str]) -> None:
         if self.store is None:
@@ -319,6 +337,16 @@ def repair_latest(save_folder: str) -> Optional[str]:
                     folder.uri, LATEST, latest, name)
         folder.set_latest(name)
     return name
+
+
+def read_beside_checkpoints(save_folder: str, name: str) -> Optional[bytes]:
+    """File `name` kept in `save_folder` (local or s3://) next to the checkpoints, or None."""
+    return _Folder(save_folder).read(name, missing_ok=True)
+
+
+def write_beside_checkpoints(save_folder: str, name: str, data: Optional[bytes]) -> None:
+    """Write (None: delete) file `name` in `save_folder`; checkpoint discovery ignores such files."""
+    _Folder(save_folder).write(name, data)
 
 
 # --- load_path -----------------------------------------------------------------------------------------

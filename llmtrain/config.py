@@ -180,7 +180,24 @@ def _leaves_with(data: Any, marker: str, prefix: str = "") -> dict:
     return {prefix[:-1]: data} if marker in str(data) else {}
 
 
+_DURATIONS = ("max_duration", "eval_interval", "save_interval", "log_interval", "console_log_interval")
+
+
+def _check_durations(cfg: TrainConfig) -> None:
+    from composer.core import Time
+
+    for key in _DURATIONS:
+        value = getattr(cfg, key)
+        if isinstance(value, str):
+            try:
+                Time.from_timestring(value)
+            except ValueError:
+                raise UserError(f"{key}: '{value}' is not a duration; use a number and a unit, e.g. 100ba (batches), "
+                                "1ep (epochs), 10000tok (tokens), 500sp (samples) or 0.5dur (of max_duration)") from None
+
+
 def _check_components(cfg: TrainConfig) -> None:
+    _check_durations(cfg)
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
     for section, reg in _NAMED_SECTIONS.items():

@@ -8,8 +8,8 @@ from composer import Trainer
 from composer.utils import dist, get_device, reproducibility
 from omegaconf import OmegaConf
 
-from llmtrain import builders, checkpoint
-from llmtrain.callbacks import MetricsJsonl
+from llmtrain import builders, checkpoint, disk_full
+from llmtrain.callbacks import MetricsJsonl, loss_guard
 from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
 from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
@@ -110,5 +110,5 @@ def train(cfg: TrainConfig) -> Trainer:
     trainer = build_trainer(cfg)
     if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
         trainer.eval()
-    trainer.fit()
-    return trainer
+    with disk_full.reported(cfg.save_folder):
+        return loss_guard.fit(trainer, cfg, build_trainer)  # a plain trainer.fit() unless the guard rolls back
