@@ -132,6 +132,8 @@ def _byte_items(metadata) -> dict[str, set[int]]:
 
 # What Composer is loading, as the user named it (it validates temp copies): set by prepare_load.
 _loading: Optional[str] = None
+# The `state.callbacks.*` keys of the sharded checkpoint Composer is loading (None: not one): set by prepare_load.
+_loading_callback_keys: Optional[list[str]] = None
 
 
 def validate_checkpoint_file(path, specs: Optional[list[tuple[int, int]]] = None) -> bool:
@@ -397,9 +399,31 @@ def check_load_path(load_path: str, run_name: str, sharded: bool) -> None:
                         "set fsdp_config.state_dict_type: full")
 
 
+def _saved_callback_keys(uri: str) -> Optional[list[str]]:
+    """The `state.callbacks.*` DCP keys of the sharded checkpoint at `uri` (local or s3://); None for a full
+    checkpoint, or where they cannot be read (Composer reports that when it loads)."""
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    if parse_uri(uri)[0] not in ("", "s3") or name.endswith(".pt"):
+        return None
+    data = _Folder(parent).read(f"{name}/{METADATA}", missing_ok=True)
+    if data is None:
+        return None
+    try:
+        metadata = read_metadata(data, uri)
+    except UserError:  # refused or unreadable here: Composer's load reports it (or reads it, if trusted)
+        return None
+    return sorted(k for k in metadata.state_dict_metadata if k.startswith("state.callbacks."))
+
+
+def loading_lacks(key: str) -> bool:
+    """Whether this run loads a sharded checkpoint saved without DCP key `key` (state a callback gained
+    later): the callback must leave `key` out of the state dict DCP loads into, or DCP fails on it."""
+    return _loading_callback_keys is not None and key not in _loading_callback_keys
+
+
 def prepare_load(cfg, sharded: bool) -> None:
     """Call on every rank after dist init, before building the Trainer from `cfg` (a TrainConfig)."""
-    global _loading
+    global _loading, _loading_callback_keys
     if os.environ.get(TRUST_ENV) != "1":
         os.environ.setdefault(VALIDATION_ENV, f"{__name__}.validate_checkpoint_file")
     outcome: dict[str, Any] = {}
@@ -410,15 +434,17 @@ def prepare_load(cfg, sharded: bool) -> None:
                 folder = format_name_with_dist(cfg.save_folder, cfg.run_name)
                 if resumes := repair_latest(folder):
                     outcome["loading"] = f"autoresume checkpoint '{folder.rstrip('/')}/{resumes}'"
+                    outcome["callback_keys"] = _saved_callback_keys(f"{folder.rstrip('/')}/{resumes}")
             if cfg.load_path and resumes is None:  # with a checkpoint to resume, Composer ignores load_path
                 check_load_path(cfg.load_path, cfg.run_name, sharded)
                 outcome["loading"] = f"load_path '{cfg.load_path}'"
+                outcome["callback_keys"] = _saved_callback_keys(_dist_formatted(cfg.load_path, cfg.run_name))
         except UserError as err:
             outcome["error"] = str(err)
     outcome = dist.all_gather_object(outcome)[0]  # every rank raises the same error, none waits forever
     if "error" in outcome:
         raise UserError(outcome["error"])
-    _loading = outcome.get("loading")
+    _loading, _loading_callback_keys = outcome.get("loading"), outcome.get("callback_keys")
 
 
 # --- Callbacks -----------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Every step it logs, cumulative over the run and summed over all ranks,
 `data/<stream>/samples` and `data/<stream>/tokens` for each stream of the train loader (the
 `streams:` names of `train_loader: {name: text}`, or `default` for a single dataset). Needs batches
 with `source_id` (B,), which the `text` loader provides. The counts are checkpointed: a resumed run
-continues them (a stream the checkpoint does not name starts at 0).
+continues them (a stream the checkpoint does not name starts at 0, and so do all after a resume from a
+checkpoint saved before the counts were kept).
 """
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from llmtrain import checkpoint
 from llmtrain.errors import UserError
 from llmtrain.registry import callbacks
+
+
+COUNTS_KEY = "state.callbacks.DataMixMonitor.counts"  # its key in a sharded checkpoint
 
 
 class DataMixMonitor(Callback):
@@ -29,13 +34,16 @@ class DataMixMonitor(Callback):
         self._resumed: Optional[dict[str, list[int]]] = None  # {stream: [samples, tokens]} from a checkpoint
 
     def state_dict(self) -> dict[str, Any]:
+        if not self.stream_names and checkpoint.loading_lacks(COUNTS_KEY):
+            return {}  # what a sharded load asks for, from a checkpoint without counts: DCP would miss the key
         # One JSON string: a single checkpoint item however many streams and ranks (a sharded checkpoint
         # resumed on another number of ranks or with other streams must find the same keys).
         counts = {name: [int(self.samples[i]), int(self.tokens[i])] for i, name in enumerate(self.stream_names)}
         return {"counts": json.dumps(counts)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resumed = json.loads(state["counts"])  # applied at fit_start, once the streams are known
+        if "counts" in state:  # a full checkpoint saved before the counts were kept has none
+            self._resumed = json.loads(state["counts"])  # applied at fit_start, once the streams are known
 
     def fit_start(self, state: State, logger: Logger) -> None:
         names = getattr(state.train_dataloader, "stream_names", None)
