@@ -69,6 +69,8 @@ class TrainConfig:
     progress_bar: Optional[bool] = None  # None: a bar when stdout is a terminal
     log_to_console: bool = True  # the compact progress lines (llmtrain.callbacks.progress)
     dist_timeout: float = 600.0
+    # Seconds a read or upload keeps retrying while the object store is down; None: min(300, dist_timeout / 2).
+    object_store_retry_timeout: Optional[float] = None
     device: Optional[Literal["cpu", "gpu"]] = None  # None: a GPU when there is one
     python_log_level: Optional[str] = None
     # dotted key -> its value with environment reads shown as <env:NAME> (not a YAML key: init=False)
@@ -218,6 +220,19 @@ def _check_components(cfg: TrainConfig) -> None:
                 entry.validate(body or {}, f"{section}.{name}")
 
 
+def _with_retry_timeout(cfg: TrainConfig) -> TrainConfig:
+    limit = cfg.object_store_retry_timeout
+    if limit is None:
+        return replace(cfg, object_store_retry_timeout=min(300.0, cfg.dist_timeout / 2))
+    if limit <= 0:
+        raise UserError(f"object_store_retry_timeout: must be a positive number of seconds, got {limit:g}")
+    if limit >= cfg.dist_timeout:  # the other ranks would give up on this one first, with a timeout error
+        raise UserError(f"object_store_retry_timeout: {limit:g} s is not below dist_timeout ({cfg.dist_timeout:g} s), "
+                        "so a rank waiting out an outage would time out the others' collectives; lower it or "
+                        "raise dist_timeout")
+    return cfg
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Load, override, interpolate and validate a run config; raises UserError on any mistake."""
     path = Path(path)
@@ -232,6 +247,7 @@ def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<conf
     data = apply_overrides(data, list(overrides))
     cfg = parse_section(TrainConfig, resolve(data, source), "")
     _check_components(cfg)
+    cfg = _with_retry_timeout(cfg)
     if cfg.run_name is None:
         cfg = replace(cfg, run_name=default_run_name)
     masked = _mask_environment(data)

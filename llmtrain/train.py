@@ -12,6 +12,7 @@ from llmtrain import builders, checkpoint, disk_full
 from llmtrain.callbacks import MetricsJsonl, loss_guard
 from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
+from llmtrain.data import remote
 from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
                                   parallelism_for)
 from llmtrain.errors import UserError
@@ -56,6 +57,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         model_section = {**model_section, "init_device": "cpu"}
     tokenizer = builders.build_tokenizer(cfg.tokenizer)
     model = builders.build_model(model_section)
+    remote.set_retry_timeout(cfg.object_store_retry_timeout)  # how long reads wait out an outage
     train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
     eval_loader = None
     if cfg.eval_loader is not None:
@@ -69,7 +71,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         # gradient clipping or anything else that reads the gradients.
         algorithms.append(gradient_average_fix(factor))
 
-    return Trainer(
+    trainer = Trainer(
         run_name=cfg.run_name,
         model=model,
         train_dataloader=train_loader,
@@ -104,6 +106,9 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )
+    # Checkpoint uploads wait out an outage as long as reads do (llmtrain/data/remote.py).
+    remote.retry_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store_retry_timeout)
+    return trainer
 
 
 def train(cfg: TrainConfig) -> Trainer:

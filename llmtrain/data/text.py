@@ -25,6 +25,11 @@ Shards written with a longer `max_seq_len` than the YAML's are truncated to it (
 shorter ones are an error before training starts. Resumption is StreamingDataset's: Composer
 checkpoints `dataset.state_dict(samples_in_epoch, from_beginning=True)` and the resumed loader
 continues at the exact next sample.
+
+Faults: reads retry through object-store outages, and a bad index.json or shard is a one-line error naming
+the stream (llmtrain/data/stream.py). A shard that fails in one worker is never left "being downloaded" for
+the others to wait on, and a failure in streaming's download-ahead thread is raised, not taken for the end
+of the epoch (streaming alone would end the epoch early, silently, and hang any worker that needed it).
 """
 from __future__ import annotations
 
@@ -38,9 +43,12 @@ import torch
 from botocore.exceptions import BotoCoreError, ClientError
 from composer.core import DataSpec
 from composer.utils import dist
-from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming import StreamingDataLoader, StreamingDataset
+from streaming.base.dataset import _ShardState
+from streaming.base.storage import CloudDownloader
 
 from llmtrain.data.remote import worker_init_fn
+from llmtrain.data.stream import CheckedStream
 from llmtrain.data.shm import clean_stale_streaming_state, record_owner
 from llmtrain.errors import UserError
 from llmtrain.schema import parse_section
@@ -118,7 +126,14 @@ def _check_stream(stream: StreamConfig, where: str) -> None:
     if stream.remote and not stream.local:
         raise UserError(f"{where}.local: required with remote '{stream.remote}'; set it to a local cache "
                         f"directory for the downloaded shards (unique per stream)")
-    if not stream.remote:
+    if stream.remote:
+        try:
+            CloudDownloader.get(stream.remote)  # knows the scheme; connects only when it first downloads
+        except ValueError:
+            scheme = stream.remote.split("://", 1)[0]
+            raise UserError(f"{where}.remote: '{stream.remote}': scheme '{scheme}://' is not one mosaicml-streaming "
+                            "reads; use s3://, gs://, oci://, hf://, ... or a local directory") from None
+    else:
         index = Path(stream.local, stream.split or "", "index.json")
         if not index.is_file():
             raise UserError(f"{where}.local: '{index}' not found; write the dataset there with "
@@ -183,8 +198,49 @@ class TextStreamingDataset(StreamingDataset):
         super().__init__(**kwargs)
         self.stream_names = stream_names
         self.max_seq_len = max_seq_len
+        self._background_error: Optional[BaseException] = None
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except BaseException:
+            # streaming leaves the shard PREPARING, and every worker that needs it waits for ever. LOCAL with
+            # its files missing is a state streaming recovers from: whoever reads it next fetches it again.
+            if self._shard_states[shard_id] == _ShardState.PREPARING:
+                self._shard_states[shard_id] = _ShardState.LOCAL
+            raise
+
+    def _prepare_thread(self, it) -> None:
+        try:
+            super()._prepare_thread(it)
+        except BaseException:
+            it.on_exit()  # streaming counts a thread out only when it returns: its `exit()` would wait for ever
+            raise
+
+    def _ready_thread(self, it) -> None:
+        try:
+            super()._ready_thread(it)
+        except BaseException:
+            it.on_exit()
+            raise
+
+    def on_exception(self, future) -> None:
+        """A download-ahead thread failed: keep its error for this process's iterator to raise."""
+        if future.exception() is not None:
+            self._background_error = self._background_error or future.exception()
+            self._event.set()
+
+    def _raise_background_error(self) -> None:
+        if self._background_error is not None:
+            raise self._background_error
+
+    def __iter__(self):
+        self._raise_background_error()
+        yield from super().__iter__()
+        self._raise_background_error()  # the samples stopped because a thread failed, not at the epoch's end
 
     def get_item(self, sample_id: int, retry: int = 7) -> dict[str, Any]:
+        self._raise_background_error()
         sample = super().get_item(sample_id, retry)
         shard_id, _ = self.spanner[sample_id]
         stream_id = int(self.stream_per_shard[shard_id])
@@ -222,6 +278,14 @@ class TextDataLoader(StreamingDataLoader):
     @property
     def stream_names(self) -> list[str]:
         return self.dataset.stream_names
+
+    def __iter__(self):
+        try:
+            yield from super().__iter__()
+        except UserError as err:
+            # From a worker, torch re-raises it with the worker's traceback in the message: keep our line.
+            line = str(err).strip().splitlines()[-1]
+            raise UserError(line.removeprefix(f"{UserError.__module__}.UserError: ")) from None
 
 
 def _check_shards(dataset: TextStreamingDataset, ds: TextDatasetConfig, key: str) -> None:
@@ -266,7 +330,8 @@ def build_text_dataloader(section: dict, tokenizer, device_batch_size: int, key:
     if eos_token_id is None:
         raise UserError(f"{key}.dataset.eos_token_id: the tokenizer has no EOS token; set eos_token_id")
     named = _named_streams(ds)
-    streams = [Stream(**{k: v for k, v in vars(s).items() if v is not None}) for s in named.values()]
+    streams = [CheckedStream(key=_stream_key(key, ds, name), **{k: v for k, v in vars(s).items() if v is not None})
+               for name, s in named.items()]
     _clean_stale_state_once()
     try:
         dataset = TextStreamingDataset(

@@ -80,17 +80,22 @@ def test_killed_run_leaves_no_trap_and_live_runs_are_untouched(tmp_path, neox_di
         killed.wait()
         assert all((Path("/dev/shm") / name).exists() for name in stale)
         # Without its lock files (a different $TMPDIR, a cleaned /tmp) the leftovers trap the next run.
-        for prefix in {name[:6] for name in stale}:
-            for lock in Path(gettempdir()).glob(f"{prefix}_*_filelock"):
-                lock.unlink()
+        locks = [lock for prefix in {name[:6] for name in stale}
+                 for lock in Path(gettempdir()).glob(f"{prefix}_*_filelock")]
+        assert locks
+        for lock in locks:
+            lock.rename(tmp_path / lock.name)
         trapped = run(STREAMING_ALONE, remote, str(tmp_path / "cache"))
         assert trapped.returncode != 0 and "Reused local directory" in trapped.stderr
+        for lock in locks:  # the locks left behind too: ours removes both
+            (tmp_path / lock.name).rename(lock)
 
         done = run(OURS, remote, str(tmp_path / "cache"))
         assert done.returncode == 0, done.stderr
         assert "torch.Size([2, 4])" in done.stdout
         removed = int(re.search(r"removed (\d+) stale streaming", done.stderr).group(1))
-        assert removed >= len(stale)
+        assert removed >= len(stale) + len(locks)
+        assert not any((Path("/dev/shm") / name).exists() for name in stale)
         assert all((Path("/dev/shm") / name).exists() for name in live) and alive.poll() is None
     finally:
         alive.kill()  # the main process only: its resource tracker unlinks what it created

@@ -149,7 +149,7 @@ def test_eos_comes_from_the_tokenizer_or_the_yaml(mds):
 def test_missing_remote_index_is_a_user_error(tmp_path, neox):
     remote = tmp_path / "remote"
     remote.mkdir()
-    with pytest.raises(UserError, match=r"train_loader.dataset: cannot open the dataset \(.*index.json.*\); check remote/local/split"):
+    with pytest.raises(UserError, match=r"^train_loader.dataset: reading .*/remote/index.json: FileNotFoundError: .*$"):
         build_text_dataloader({"dataset": {"remote": str(remote), "local": str(tmp_path / "cache"), "max_seq_len": 4}},
                               neox, 2)
 
