@@ -37,12 +37,14 @@ from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
 from llmtrain.callbacks.metrics_jsonl import MetricsJsonl
+from llmtrain import checkpoint
 from llmtrain.checkpoint import read_beside_checkpoints, write_beside_checkpoints
 from llmtrain.errors import UserError
 from llmtrain.registry import callbacks
 from llmtrain.schema import parse_section
 
 SKIPPED_FILE = "skipped_steps.json"
+RECENT_KEY = "state.callbacks.LossGuard.recent_losses"  # its key in a sharded checkpoint
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class LossGuard(Callback):
         self.save_folder: Optional[str] = None
         self._carried: Optional[dict[int, str]] = None  # steps skipped before a rollback in this process
         self._loss_sum = self._samples = 0.0
+        self._fitting = False  # before fit_start, state_dict() is what a load asks for
 
     # --- set up by `fit` -------------------------------------------------------------------------------
 
@@ -75,12 +78,16 @@ class LossGuard(Callback):
         self.save_folder, self._carried = save_folder, carried
 
     def state_dict(self) -> dict[str, Any]:
+        if not self._fitting and checkpoint.loading_lacks(RECENT_KEY):
+            return {}  # a sharded checkpoint saved without the guard: DCP would miss the key
         return {"recent_losses": json.dumps(list(self.recent))}  # text: DCP loads it whatever its length
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.recent.extend(json.loads(state["recent_losses"]))
+        if "recent_losses" in state:  # saved without the guard: the window starts empty (spikes wait for it)
+            self.recent.extend(json.loads(state["recent_losses"]))
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        self._fitting = True
         self.skipped = dict(self._carried or {})
         if self.save_folder is not None:
             resumed = self._carried is not None or int(state.timestamp.batch) > 0

@@ -5,6 +5,7 @@ on 2 ranks (scripts/train.py via the composer launcher, gloo, FSDP2) a NaN on on
 kill -9 after the rollback and a relaunch (on one process, where nothing poisons) still skip the batch."""
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmtrain.callbacks.loss_guard import SKIPPED_FILE
+from llmtrain.callbacks.loss_guard import RECENT_KEY, SKIPPED_FILE
 from llmtrain.checkpoint import read_checkpoint
 from llmtrain.config import load_config
 from llmtrain.errors import UserError
@@ -118,6 +119,23 @@ def test_two_ranks_agree_on_a_nan_from_one_rank_and_a_relaunch_after_kill9_still
     assert len([r for r in before if r["step"] == 6]) == 2 and len({r["loss"] for r in before if r["step"] == 6}) == 1
     final = final_state(tmp_path)
     assert final.batch == 10 and all(torch.isfinite(t).all() for t in final.tensors.values())
+
+
+def test_sharded_checkpoint_saved_without_the_guard_resumes_with_it_on(tmp_path, shards, capsys):
+    # 2 ranks (FSDP2, sharded) train steps 1-2 without loss_guard: the step-2 checkpoint has no key of it. One
+    # process resumes it (elastic) with the guard on: DCP would miss `recent_losses`; the guard leaves the key
+    # out of what it asks for and starts with an empty window, and the checkpoint it saves carries the key.
+    sharded = ["fsdp_config={}", "save_interval=2ba", "autoresume=true"]
+    succeed(launch(tmp_path, shards, [*sharded, "max_duration=2ba"], nproc=2))
+    assert not [k for k in read_metadata_keys(tmp_path / "checkpoints" / "ep0-ba2") if "LossGuard" in k]
+    train_in_process(tmp_path, shards, [*sharded, "max_duration=4ba", "callbacks.loss_guard={window: 3}"])
+    assert "loss_guard" not in capsys.readouterr().out  # nothing rolled back or skipped
+    assert [r["step"] for r in records(tmp_path / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]  # resumed at 3
+    assert RECENT_KEY in read_metadata_keys(tmp_path / "checkpoints" / "ep0-ba4")
+
+
+def read_metadata_keys(checkpoint: Path) -> list[str]:
+    return sorted(pickle.loads((checkpoint / ".metadata").read_bytes()).state_dict_metadata)
 
 
 @pytest.mark.parametrize("override, error", [
