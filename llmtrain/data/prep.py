@@ -40,6 +40,9 @@ _CHUNK_CHARS = 1 << 20
 _CHUNK_DOCS = 1024
 _SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records are listed on stderr; all are counted
 _COMPRESSIONS = ("zstd", "gz", "bz2", "br", "snappy")
+# Written into index.json for every shard file; the loader checks a fetched shard against it
+# (llmtrain/data/stream.py), so a flipped byte is an error, not a different token.
+SHARD_HASHES = ["xxh64"]
 
 
 @dataclass
@@ -192,8 +195,8 @@ def _open_writer(out: str, remote: bool, columns: dict, compression: Optional[st
     if not remote and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise UserError(f"--out: '{out}' exists and is not empty; choose a new directory or pass --overwrite")
     try:
-        writer = MDSWriter(out=out, columns=columns, compression=compression, size_limit=size_limit,
-                           exist_ok=overwrite)
+        writer = MDSWriter(out=out, columns=columns, compression=compression, hashes=SHARD_HASHES,
+                           size_limit=size_limit, exist_ok=overwrite)
         existing = _remote_index(writer) if remote and not overwrite else []
     except ValueError as err:  # streaming's own checks: the shard size, the URI scheme
         raise UserError(f"--out '{out}' / --shard-size '{size_limit}': {err}") from None

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from streaming import MDSWriter
 
+from llmtrain.data.prep import prepare
 from llmtrain.data.text import build_text_dataloader
+from llmtrain.data.tokenizer import NEOX_NAME
 from llmtrain.errors import UserError
 
 SEQ, SAMPLES, BATCH = 8, 96, 4
@@ -88,6 +90,40 @@ def test_flipped_byte_fails_the_hash_check(tmp_path, validate_hash):
                          r".*\); re-run scripts/data_prep.py for this stream or restore the file",
                          validate_hash=validate_hash)
     assert ("does not match its xxh64 hash" if validate_hash is None else "Checksum failure") in message
+
+
+def flip_in_a_sample(shard: Path) -> None:
+    """Flip one bit in the middle of the middle sample's token bytes of an uncompressed MDS shard (its header:
+    the sample count, then count + 1 uint32 offsets)."""
+    data = bytearray(shard.read_bytes())
+    count = int(np.frombuffer(data, np.uint32, 1)[0])
+    offsets = np.frombuffer(data, np.uint32, count + 1, offset=4)
+    data[(int(offsets[count // 2]) + int(offsets[count // 2 + 1])) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+
+
+def test_flipped_byte_in_a_data_prep_shard_is_caught(tmp_path, neox_dir):
+    """scripts/data_prep.py writes xxh64 hashes: one flipped bit in a sample's tokens of the remote copy is one
+    line when the shard is fetched. A dataset without hashes (llm-foundry's, or this one's index without them)
+    still loads, and then the same flip goes unnoticed: it is just another token."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n\n".join(f"Document {i}: the quick brown fox jumps over the lazy dog." for i in range(40)))
+    prepare([str(docs)], str(tmp_path / "remote"), NEOX_NAME, SEQ)
+    index = json.loads((tmp_path / "remote" / "index.json").read_text())
+    (shard,) = [s["raw_data"] for s in index["shards"]]
+    assert list(shard["hashes"]) == ["xxh64"]
+    flip_in_a_sample(tmp_path / "remote" / shard["basename"])
+    stream = {"remote": str(tmp_path / "remote"), "local": str(tmp_path / "cache")}
+    fails_with(tmp_path, stream, re.escape(
+        f"{KEY}: shard {shard['basename']} of {tmp_path / 'remote'} is corrupt (ValueError: {shard['basename']} "
+        "does not match its xxh64 hash in index.json); re-run scripts/data_prep.py for this stream or restore "
+        "the file"))
+    assert not (tmp_path / "cache" / shard["basename"]).exists()
+
+    for entry in index["shards"]:
+        entry["raw_data"]["hashes"] = {}
+    (tmp_path / "remote" / "index.json").write_text(json.dumps(index))
+    assert read_all(tmp_path, {**stream, "local": str(tmp_path / "cache2")}) == index["shards"][0]["samples"]
 
 
 def test_flipped_byte_in_compressed_shard_without_hashes_is_an_error(tmp_path):
