@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.objectstore import CONFLICTING_ENV, INSTALL_HINT, ObjectStore, missing_programs
+from tests.objectstore import ObjectStore, require_programs
 
 
 # --- Subprocesses (scripts/*.py, launchers) import this checkout, not whichever clone the shared
@@ -33,18 +33,12 @@ def s3_server(tmp_path_factory):
     in a temp dir and stops it at the end, or reuses (and leaves running) the server whose base dir
     is in $LLMTRAIN_TEST_S3_BASE (see docs/objectstore.md).
     """
-    missing = missing_programs()
-    if missing:
-        pytest.fail(f"the S3 tests need {', '.join(missing)}: {INSTALL_HINT}", pytrace=False)
+    require_programs("the S3 tests")
     reused = os.environ.get("LLMTRAIN_TEST_S3_BASE")
     server = ObjectStore(Path(reused) if reused else tmp_path_factory.mktemp("objectstore"))
     server.start()
     try:
-        with pytest.MonkeyPatch.context() as env:
-            for name in CONFLICTING_ENV:
-                env.delenv(name, raising=False)
-            for name, value in server.env.items():
-                env.setenv(name, value)
+        with server.environment():
             yield server
     finally:
         if not reused:

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import urllib.request
@@ -32,6 +33,14 @@ def missing_programs() -> list[str]:
             if shutil.which(p) is None]
 
 
+def require_programs(who: str) -> None:
+    """Fail the calling test (or fixture) `who` if the server's programs are not installed."""
+    if missing := missing_programs():
+        import pytest
+
+        pytest.fail(f"{who} need {', '.join(missing)}: {INSTALL_HINT}", pytrace=False)
+
+
 class ObjectStore:
     """One local object-store server rooted at `base` (see scripts/objectstore/start.sh)."""
 
@@ -48,6 +57,19 @@ class ObjectStore:
     def env(self) -> dict[str, str]:
         """The environment boto3 and mosaicml-streaming need to reach this server."""
         return {"S3_ENDPOINT_URL": self.endpoint, **CREDENTIALS}
+
+    @contextlib.contextmanager
+    def environment(self):
+        """`os.environ` pointed at this server (its `env` set, CONFLICTING_ENV removed) inside the block,
+        as it was after it."""
+        import pytest
+
+        with pytest.MonkeyPatch.context() as env:
+            for name in CONFLICTING_ENV:
+                env.delenv(name, raising=False)
+            for name, value in self.env.items():
+                env.setenv(name, value)
+            yield self
 
     def start(self) -> None:
         """Start (or confirm running) and wait until healthy; keeps earlier data and port."""

@@ -21,7 +21,7 @@ from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
 from llmtrain.errors import UserError
 from tests.checkpoint.harness import LIVE, ROOT, SEQ, Job
 from tests.data.corpus import make_documents
-from tests.objectstore import CONFLICTING_ENV, ObjectStore, missing_programs
+from tests.objectstore import ObjectStore, require_programs
 
 STEPS, EVERY = 8, 4
 pytestmark = pytest.mark.slow
@@ -31,9 +31,7 @@ pytestmark = pytest.mark.slow
 def store(tmp_path_factory):
     """(server, bucket, local copy): a server of this module's own holding the 2-stream mix of yamls/tiny.yaml in
     shards of ~14 samples, so a run keeps reading new shards all along; the same shards in a local folder."""
-    if missing_programs():
-        pytest.fail(f"the outage tests need {', '.join(missing_programs())}: run scripts/objectstore/install.sh",
-                    pytrace=False)
+    require_programs("the outage tests")
     server = ObjectStore(tmp_path_factory.mktemp("outage-s3"))
     server.start()
     bucket = server.make_bucket("outage")
@@ -48,11 +46,7 @@ def store(tmp_path_factory):
         for path in data.rglob("*"):
             if path.is_file():
                 server.client().upload_file(str(path), bucket, f"data/{path.relative_to(data)}")
-        with pytest.MonkeyPatch.context() as env:
-            for name in CONFLICTING_ENV:
-                env.delenv(name, raising=False)
-            for name, value in server.env.items():
-                env.setenv(name, value)
+        with server.environment():
             yield server, bucket, data
     finally:
         for job in list(LIVE):

@@ -6,6 +6,8 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from tests.objectstore import CONFLICTING_ENV, CREDENTIALS, ObjectStore
+
 
 def env_client():
     """A client configured only from the environment, as streaming and data_prep make theirs."""
@@ -54,3 +56,14 @@ def test_outage_refuses_requests_and_restart_keeps_data(s3_outage):
     s3_outage.start()
     assert s3_outage.endpoint == endpoint
     assert env_client().get_object(Bucket=bucket, Key="kept")["Body"].read() == b"still here"
+
+
+def test_environment_points_at_the_server_and_is_restored_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_PROFILE", "someone-elses")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://elsewhere:9000")
+    before = dict(os.environ)
+    with ObjectStore(tmp_path, port=12345).environment():
+        assert os.environ["S3_ENDPOINT_URL"] == "http://127.0.0.1:12345"
+        assert {k: os.environ[k] for k in CREDENTIALS} == CREDENTIALS
+        assert not [name for name in CONFLICTING_ENV if name in os.environ]
+    assert dict(os.environ) == before
