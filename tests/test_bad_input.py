@@ -2,8 +2,10 @@
 bucket, credentials, endpoint), tokenizer names, checkpoint paths — is one line naming what is wrong and how to
 fix it (the cases other test files hold are listed in docs/reliability.md)."""
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,20 +92,51 @@ def test_data_folder_that_does_not_exist(tmp_path, neox):
         f"directory: '{index}'")
 
 
-def test_data_in_a_bucket_that_does_not_exist(tmp_path, neox, s3_server):
-    index = "s3://no-such-bucket-llmtrain/mix/index.json"
+def no_retries(caplog) -> None:
+    """What the s3:// data tests below assert besides the line: it came at once, not after retries."""
+    assert not [r.message for r in caplog.records if "retrying" in r.message]
+
+
+def test_data_in_a_bucket_that_does_not_exist(tmp_path, neox, s3_server, caplog):
     assert error_of(lambda: build_loader("s3://no-such-bucket-llmtrain/mix", tmp_path, neox)) == (
-        f"train_loader.dataset: reading {index}: ClientError: Object {index} not found! Either check the bucket path "
-        "or the bucket permission. If the bucket is a requester pays bucket, then provide the bucket name to the "
-        "environment variable `MOSAICML_STREAMING_AWS_REQUESTER_PAYS`.")
+        "train_loader.dataset: reading s3://no-such-bucket-llmtrain/mix/index.json: bucket 'no-such-bucket-llmtrain' "
+        f"does not exist at {s3_server.endpoint}; check the URI and S3_ENDPOINT_URL")
+    no_retries(caplog)
 
 
-def test_data_without_credentials(tmp_path, neox, s3_server, monkeypatch):
+def test_data_without_credentials(tmp_path, neox, s3_server, monkeypatch, caplog):
     bucket = s3_server.make_bucket()
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     assert error_of(lambda: build_loader(f"s3://{bucket}/mix", tmp_path, neox)) == (
-        f"train_loader.dataset: reading s3://{bucket}/mix/index.json: NoCredentialsError: Unable to locate credentials")
+        f"train_loader.dataset: reading s3://{bucket}/mix/index.json: no credentials for {s3_server.endpoint} "
+        "(NoCredentialsError: Unable to locate credentials); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+        "AWS_PROFILE)")
+    no_retries(caplog)
+
+
+def test_data_with_a_wrong_secret_key(tmp_path, neox, s3_server, monkeypatch, caplog):
+    bucket = s3_server.make_bucket()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    assert error_of(lambda: build_loader(f"s3://{bucket}/mix", tmp_path, neox)) == (
+        f"train_loader.dataset: reading s3://{bucket}/mix/index.json: access denied by {s3_server.endpoint} "
+        f"(HTTP 403); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and that they may use bucket '{bucket}'")
+    no_retries(caplog)
+
+
+def test_data_without_S3_ENDPOINT_URL(tmp_path, neox, s3_server, monkeypatch, caplog):
+    """Requests go to AWS S3: unreachable from this machine (no network), or refused there (unknown key). Either
+    is one line at once that says S3_ENDPOINT_URL is not set, not a wait of object_store_retry_timeout (300 s)."""
+    monkeypatch.delenv("S3_ENDPOINT_URL")
+    started = time.monotonic()
+    message = error_of(lambda: build_loader("s3://llmtrain-test-bucket/mix", tmp_path, neox))
+    assert time.monotonic() - started < 30
+    assert message.startswith("train_loader.dataset: reading s3://llmtrain-test-bucket/mix/index.json: ")
+    assert re.search(r"AWS S3 cannot be reached \(EndpointConnectionError: .*\) and S3_ENDPOINT_URL is not set; set "
+                     r"S3_ENDPOINT_URL to your object store's URL \(e.g. http://HOST:9000\), or check the network if "
+                     r"the bucket is on AWS$|\(S3_ENDPOINT_URL is not set, so s3:// means AWS S3: set it to use "
+                     r"another store\)$", message), message
+    no_retries(caplog)
 
 
 # --- save_folder and load_path on s3:// ----------------------------------------------------------------

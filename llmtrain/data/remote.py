@@ -71,23 +71,92 @@ def set_retry_timeout(seconds: float) -> None:
     _retry_timeout = float(seconds)
 
 
+def _chain(err: Optional[BaseException]):
+    """`err` and what caused it, outermost first."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        # s3transfer's RetriesExceededError keeps its cause in an attribute, not in the chain
+        err = getattr(err, "last_exception", None) or err.__cause__ or err.__context__
+
+
+def _status(err) -> tuple[int, str]:
+    """A botocore ClientError's HTTP status and error code."""
+    return (err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0,
+            str(err.response.get("Error", {}).get("Code", "")))
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether `err` (or what caused it) says the store cannot be reached or cannot serve right now, rather
     than that the request itself is wrong (missing object, no permission)."""
     from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError,
-                            TimeoutError)):
+    for cause in _chain(err):
+        if isinstance(cause, (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError,
+                              TimeoutError)):
             return True
-        if isinstance(err, ClientError):
-            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            return status >= 500 or status == 429 or err.response.get("Error", {}).get("Code") in _BUSY_CODES
-        # s3transfer's RetriesExceededError keeps its cause in an attribute, not in the chain
-        err = getattr(err, "last_exception", None) or err.__cause__ or err.__context__
+        if isinstance(cause, ClientError):
+            status, code = _status(cause)
+            return status >= 500 or status == 429 or code in _BUSY_CODES
     return False
+
+
+# S3 error codes of a request the store refuses: wrong or unknown keys, no permission.
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+                 "InvalidToken", "ExpiredToken", "AccountProblem", "401", "403"}
+_ENDPOINT_ENV = ("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _endpoint_is_set() -> bool:
+    return any(os.environ.get(name) for name in _ENDPOINT_ENV)
+
+
+def _bucket_exists(bucket: str) -> bool:
+    """False only when the store says the bucket does not exist (asked once, after a 404)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    try:
+        client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
+                              config=Config(retries={"max_attempts": 1}, connect_timeout=10, read_timeout=10))
+        client.head_bucket(Bucket=bucket)
+    except ClientError as err:
+        return _status(err)[0] != 404 and _status(err)[1] not in ("404", "NoSuchBucket")
+    except Exception:  # cannot tell: treat the 404 as a missing object, as before
+        return True
+    return True
+
+
+def cannot_be_retried(err: BaseException, uri: str, first_contact: bool = False) -> Optional[str]:
+    """For an s3:// `uri`: what to fix, when `err` says that no retry can succeed (no credentials, access
+    denied, no such bucket) or, on the first contact of the run (`first_contact`), that AWS S3 cannot be
+    reached while no endpoint is set (the run would otherwise wait out a whole object_store_retry_timeout
+    for a store it was never meant to reach). None: retry as usual."""
+    if not uri.startswith("s3://"):
+        return None
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+    bucket = uri[len("s3://"):].split("/", 1)[0]
+    aws = not _endpoint_is_set()
+    where = "AWS S3" if aws else endpoint_of(uri)
+    unset = " (S3_ENDPOINT_URL is not set, so s3:// means AWS S3: set it to use another store)" if aws else ""
+    for cause in _chain(err):
+        if isinstance(cause, (NoCredentialsError, PartialCredentialsError)):
+            return (f"no credentials for {where} ({_reason(cause)}); set AWS_ACCESS_KEY_ID and "
+                    f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE){unset}")
+        if isinstance(cause, ClientError):
+            status, code = _status(cause)
+            if status in (401, 403) or code in _DENIED_CODES:
+                detail = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "")
+                return (f"access denied by {where} ({detail}); check AWS_ACCESS_KEY_ID / "
+                        f"AWS_SECRET_ACCESS_KEY and that they may use bucket '{bucket}'{unset}")
+            if code == "NoSuchBucket" or ((status == 404 or code == "404") and not _bucket_exists(bucket)):
+                return f"bucket '{bucket}' does not exist at {where}; check the URI and S3_ENDPOINT_URL{unset}"
+            return None
+    if first_contact and aws and is_outage(err):
+        return (f"AWS S3 cannot be reached ({_reason(err)}) and S3_ENDPOINT_URL is not set; set S3_ENDPOINT_URL "
+                "to your object store's URL (e.g. http://HOST:9000), or check the network if the bucket is on AWS")
+    return None
 
 
 def endpoint_of(uri: str) -> str:
@@ -105,10 +174,11 @@ def _reason(err: BaseException) -> str:
 
 def retry_through_outage(attempt: Callable[[], T], what: str, uri: str, retries: int = 0,
                          limit: Optional[float] = None, clean_up: Optional[Callable[[], None]] = None,
-                         give_up: Callable[[], bool] = lambda: False) -> T:
+                         give_up: Callable[[], bool] = lambda: False, first_contact: bool = False) -> T:
     """`attempt()`, retried with exponential backoff: while the store is unreachable (`is_outage`) for up to
     `limit` seconds (default: the run's object_store_retry_timeout) from the first failure, other errors
-    `retries` times, and not at all once `give_up()`. Giving up is a one-line UserError starting with `what`
+    `retries` times, not at all once `give_up()` or for errors `cannot_be_retried` names (`first_contact`:
+    the run's first request to this store). Giving up is a one-line UserError starting with `what`
     ("<key>: reading <uri>")."""
     limit = _retry_timeout if limit is None else limit
     backoff, failures, down_since = _FIRST_BACKOFF, 0, None
@@ -122,6 +192,8 @@ def retry_through_outage(attempt: Callable[[], T], what: str, uri: str, retries:
                 clean_up()  # a fresh connection next time, not one the outage broke
             if give_up():
                 raise UserError(f"{what}: not retried, the run is stopping ({_reason(err)})") from None
+            if fix := cannot_be_retried(err, uri, first_contact):
+                raise UserError(f"{what}: {fix}") from None
             now = time.monotonic()
             if is_outage(err):
                 down_since = now if down_since is None else down_since

@@ -53,7 +53,8 @@ class CheckedStream(Stream):
         local = self._local_path(to_basename or from_basename)
         retry_through_outage(lambda: self._downloader.download(remote, local, self.download_timeout),
                              f"{self.key}: reading {remote}", remote, retries=self.download_retry,
-                             clean_up=self._downloader.clean_up)
+                             clean_up=self._downloader.clean_up,
+                             first_contact=from_basename == "index.json")  # read once, as the dataset is built
         return local
 
     def get_shards(self, world: World, allow_unsafe_types: bool) -> list[Reader]:
