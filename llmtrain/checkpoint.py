@@ -134,6 +134,8 @@ def _byte_items(metadata) -> dict[str, set[int]]:
 _loading: Optional[str] = None
 # The `state.callbacks.*` keys of the sharded checkpoint Composer is loading (None: not one): set by prepare_load.
 _loading_callback_keys: Optional[list[str]] = None
+# The checkpoint autoresume loads from a remote save_folder (see trainer_load_arguments): set by prepare_load.
+_autoresume_uri: Optional[str] = None
 
 
 def validate_checkpoint_file(path, specs: Optional[list[tuple[int, int]]] = None) -> bool:
@@ -423,7 +425,7 @@ def loading_lacks(key: str) -> bool:
 
 def prepare_load(cfg, sharded: bool) -> None:
     """Call on every rank after dist init, before building the Trainer from `cfg` (a TrainConfig)."""
-    global _loading, _loading_callback_keys
+    global _loading, _loading_callback_keys, _autoresume_uri
     if os.environ.get(TRUST_ENV) != "1":
         os.environ.setdefault(VALIDATION_ENV, f"{__name__}.validate_checkpoint_file")
     outcome: dict[str, Any] = {}
@@ -434,6 +436,7 @@ def prepare_load(cfg, sharded: bool) -> None:
                 folder = format_name_with_dist(cfg.save_folder, cfg.run_name)
                 if resumes := repair_latest(folder):
                     outcome["loading"] = f"autoresume checkpoint '{folder.rstrip('/')}/{resumes}'"
+                    outcome["autoresume_uri"] = f"{folder.rstrip('/')}/{resumes}"
                     outcome["callback_keys"] = _saved_callback_keys(f"{folder.rstrip('/')}/{resumes}")
             if cfg.load_path and resumes is None:  # with a checkpoint to resume, Composer ignores load_path
                 check_load_path(cfg.load_path, cfg.run_name, sharded)
@@ -445,6 +448,20 @@ def prepare_load(cfg, sharded: bool) -> None:
     if "error" in outcome:
         raise UserError(outcome["error"])
     _loading, _loading_callback_keys = outcome.get("loading"), outcome.get("callback_keys")
+    _autoresume_uri = outcome.get("autoresume_uri")
+
+
+def trainer_load_arguments(cfg) -> dict[str, Any]:
+    """Composer Trainer's `load_path`, `load_weights_only` and `autoresume` for `cfg` (after `prepare_load`).
+
+    With a remote (s3://) save_folder, the checkpoint autoresume resumes (found by prepare_load) is passed
+    as `load_path` and Composer's autoresume is off: for full checkpoints, Composer's own takes the URI for
+    a local folder, making `s3:/BUCKET/...` in the working directory and downloading `latest` into it."""
+    if not (cfg.autoresume and cfg.save_folder and parse_uri(cfg.save_folder)[0]):
+        return {"load_path": cfg.load_path, "load_weights_only": cfg.load_weights_only, "autoresume": cfg.autoresume}
+    if _autoresume_uri is not None:  # what Composer's autoresume loads: the whole state, not just weights
+        return {"load_path": _autoresume_uri, "load_weights_only": False, "autoresume": False}
+    return {"load_path": cfg.load_path, "load_weights_only": cfg.load_weights_only, "autoresume": False}
 
 
 # --- Callbacks -----------------------------------------------------------------------------------------

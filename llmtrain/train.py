@@ -96,10 +96,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=cfg.save_overwrite,
         save_weights_only=cfg.save_weights_only,
-        load_path=cfg.load_path,
-        load_weights_only=cfg.load_weights_only,
         load_strict_model_weights=cfg.load_strict_model_weights,
-        autoresume=cfg.autoresume,
+        **checkpoint.trainer_load_arguments(cfg),  # load_path, load_weights_only, autoresume
         seed=cfg.seed,
         log_to_console=False,  # Progress prints one compact line per console_log_interval instead
         progress_bar=False,

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from llmtrain.checkpoint import read_checkpoint, repair_latest, safe_torch_load
+from llmtrain.config import load_config
+from llmtrain.train import train
 from tests.checkpoint.conftest import EVERY, STEPS, run_overrides
-from tests.checkpoint.harness import Job, by_step
+from tests.checkpoint.harness import ROOT, SMALL, Job, by_step, records
 
 
 def newest_checkpoint(killed_at: int) -> int:
@@ -172,3 +174,24 @@ def test_s3_upload_cut_short_is_removed_and_latest_repointed(reference, s3_serve
                                             + ["run/checkpoints/latest-rank0.pt.symlink"])
     symlink = client.get_object(Bucket=bucket, Key="run/checkpoints/latest-rank0.pt.symlink")["Body"].read()
     assert symlink.decode() == f"run/checkpoints/{older.name}"  # what Composer's autoresume reads
+
+
+def test_autoresume_from_an_s3_save_folder_leaves_no_local_s3_folder(tmp_path, shards, s3_server, monkeypatch):
+    """1 process, full checkpoints uploaded to the S3 server, `autoresume: true`, in this process with the working
+    directory in tmp_path: Composer's autoresume took save_folder for a local path and made a folder `s3:/BUCKET/...`
+    in the working directory (and downloaded `latest` into it). Now it resumes from the bucket and makes none."""
+    bucket = s3_server.make_bucket()
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+
+    def launch(steps: int) -> None:
+        overrides = [*SMALL, *run_overrides(run, shards, f"s3://{bucket}/runs/{{run_name}}/checkpoints"),
+                     f"max_duration={steps}ba", "save_interval=2ba"]
+        train(load_config(ROOT / "yamls" / "tiny.yaml", overrides)).close()
+
+    launch(2)
+    assert "runs/resumable/checkpoints/ep0-ba2-rank0.pt" in s3_server.keys(bucket)
+    launch(4)  # resumes after step 2
+    assert [r["step"] for r in records(run / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert not (ROOT / "s3:").exists()
