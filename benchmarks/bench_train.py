@@ -63,6 +63,7 @@ class StepProfiler(Callback):
         self.start, self.stop = start, start + steps
         self.profiler = None
         self.groups: dict[str, float] = {}
+        self.kernels: dict[str, float] = {}
 
     def batch_start(self, state: State, logger: Logger) -> None:
         if int(state.timestamp.batch) == self.start:
@@ -76,8 +77,10 @@ class StepProfiler(Callback):
             steps = self.stop - self.start
             for event in self.profiler.events():  # kernels only: CPU ops would count their kernels again
                 if event.device_type == torch.autograd.DeviceType.CUDA:
+                    ms = event.time_range.elapsed_us() / 1e3 / steps
                     group = kernel_group(event.name)
-                    self.groups[group] = self.groups.get(group, 0.0) + event.time_range.elapsed_us() / 1e3 / steps
+                    self.groups[group] = self.groups.get(group, 0.0) + ms
+                    self.kernels[event.name] = self.kernels.get(event.name, 0.0) + ms
             self.profiler = None
 
 
@@ -129,6 +132,8 @@ def run_ours(args) -> dict:
               "peak_mem_gib": peak_mem_gib(), "n_params": n_params, "step_s_median": step_s}
     if profiler:
         result["kernel_ms_per_step"] = profiler.groups
+        top = sorted(profiler.kernels.items(), key=lambda kv: -kv[1])[:25]
+        result["top_kernels_ms_per_step"] = [[kernel_group(name), name[:120], round(ms, 2)] for name, ms in top]
     trainer.close()
     del trainer, model
     gc.collect()
@@ -217,6 +222,8 @@ def main() -> None:
             shares = ", ".join(f"{g} {ms:.1f} ms ({100 * ms / total:.0f}%)"
                                for g, ms in sorted(r["kernel_ms_per_step"].items(), key=lambda kv: -kv[1]))
             print(f"kernel time per step ({r['name']}): {total:.1f} ms of {1e3 * r['step_s_median']:.1f} ms wall: {shares}")
+            for group, name, ms in r["top_kernels_ms_per_step"]:
+                print(f"  {ms:7.2f} ms  {group:9s} {name}")
     if len(results) == 2:
         print(f"ratio llmtrain / HF: {results[1]['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.2f}x")
     if args.json:
