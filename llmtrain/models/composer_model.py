@@ -25,9 +25,10 @@ def _metrics() -> dict:
 class _FromLoss:
     """Train metrics read off the loss the step already computed: Composer updates train metrics
     on every micro-batch, and a second (and third) cross entropy over the (B, S, 50432) logits costs
-    as much as the loss itself. The sums are the same ones LanguageCrossEntropy keeps."""
+    as much as the loss itself. The sums are the same ones LanguageCrossEntropy keeps. It replaces
+    `update`, which torchmetrics wraps to count updates (compute() warns when it saw none)."""
 
-    def update_from_loss(self, loss: torch.Tensor, n_targets: torch.Tensor) -> None:
+    def update(self, loss: torch.Tensor, n_targets: torch.Tensor) -> None:
         self.sum_loss += loss.detach().float() * n_targets
         self.total_items += n_targets
 
@@ -66,7 +67,7 @@ class ComposerMPT(ComposerModel):
     def update_metric(self, batch: Mapping, outputs: CausalLMOutputWithPast, metric) -> None:
         targets = shifted_targets(batch["labels"])
         if isinstance(metric, _FromLoss):
-            metric.update_from_loss(outputs.loss, (targets != -100).sum())
+            metric.update(outputs.loss, (targets != -100).sum())
         else:
             metric.update(outputs.logits, targets)
 
