@@ -47,13 +47,15 @@ def free_port() -> int:
 
 
 def require_private_shm() -> None:
-    """Skip unless this machine can give a process its own /dev/shm (the loopback-node tests need it)."""
+    """Fail unless this machine can give a process its own /dev/shm (the loopback-node tests need it):
+    a skip would read as green in CI while the multi-node path went untested."""
     try:
         done = subprocess.run([*_OWN_SHM, "true"], capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
-        pytest.skip("loopback nodes need `unshare` (util-linux) for a private /dev/shm per node")
+        pytest.fail("loopback nodes need `unshare` (util-linux) for a private /dev/shm per node: install util-linux")
     if done.returncode != 0:
-        pytest.skip(f"loopback nodes need a private /dev/shm per node (unshare --mount): {done.stderr.strip()}")
+        pytest.fail(f"loopback nodes need a private /dev/shm per node (unshare --mount): {done.stderr.strip()}; "
+                    "run the tests as root or where unprivileged user namespaces are allowed")
 
 
 def records(run: Path) -> list[dict]:
