@@ -128,16 +128,23 @@ def test_kill9_and_autoresume_from_s3(tmp_path, shards, reference, s3_server):
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     overrides = run_overrides(tmp_path, shards, folder)
-    history = []  # (step resumed after, last step logged)
-    for launch in range(3):
+    history = []  # (step resumed after, last step logged, whether the kill waited for the uploads)
+    for launch in range(6):  # 5 kills at random steps, then a run to the end
         job = Job(overrides, tmp_path)
-        job.wait_for_step(random_kill_step(rng, history[-1][1] if history else 0) if launch < 2 else STEPS)
-        settle(job, None if launch < 2 else STEPS)
+        last = launch == 5
+        job.wait_for_step(random_kill_step(rng, history[-1][1] if history else 0) if not last else STEPS)
+        settled = last or launch % 2 == 0  # the others are killed with uploads in flight
+        if settled:
+            settle(job, STEPS if last else None)
         new = job.kill()
         if history:
-            assert new[0]["step"] - 1 == newest_checkpoint(history[-1][1]), (history, job.log())
-        history.append((new[0]["step"] - 1, new[-1]["step"]))
-    print(f"seed {seed}: (resumed after step, killed after step): {history}")
+            resumed_after, (_, previous_logged, previous_settled) = new[0]["step"] - 1, history[-1]
+            if previous_settled:  # the newest checkpoint was all in the bucket: it is the one resumed
+                assert resumed_after == newest_checkpoint(previous_logged), (history, job.log())
+            else:  # some checkpoint that was complete in the bucket, never a partly uploaded one
+                assert resumed_after % EVERY == 0 and resumed_after <= newest_checkpoint(previous_logged), history
+        history.append((new[0]["step"] - 1, new[-1]["step"], settled))
+    print(f"seed {seed}: (resumed after step, killed after step, uploads settled): {history}")
     # The last launch was killed once its final checkpoint was in the bucket (before Composer's
     # symlink to it, which it polls for every 30 s): read that checkpoint by name.
     assert_same_run(tmp_path, reference, folder.format(run_name="resumable") + "/ep1-ba40")
