@@ -39,7 +39,10 @@ def command(overrides: list[str], nproc: int) -> list[str]:
 
 
 def records(metrics: Path) -> list[dict]:
-    return [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    """The complete records of a metrics.jsonl that a live run may be appending to: a line without its
+    newline yet is still being written (polling read one cut short at character 1002)."""
+    text = metrics.read_text() if metrics.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
 
 
 def by_step(metrics: Path) -> dict[int, dict]:
