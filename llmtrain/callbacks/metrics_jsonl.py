@@ -8,7 +8,9 @@ after the last step (Composer's closing evaluation) come as one more record for 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,29 @@ from typing import Any
 from composer.core import State, Time
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist
+
+log = logging.getLogger(__name__)
+
+
+def drop_torn_tail(path: Path) -> int:
+    """Cut off a last line that lacks its newline (a crash or a full disk in the middle of a write), so
+    the records a resumed run appends stay one per line; returns the bytes removed. The cut record's
+    step is logged again after the resume. Reads backwards from the end: the file can be large."""
+    with path.open("rb+") as f:
+        end = pos = f.seek(0, os.SEEK_END)
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            if pos == end and chunk.endswith(b"\n"):
+                return 0
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return end - (start + newline + 1)
+            pos = start
+        f.truncate(0)
+        return end
 
 
 def _plain(value: Any) -> Any:
@@ -42,6 +67,8 @@ class MetricsJsonl(LoggerDestination):
         self._last = (int(state.timestamp.token), time.perf_counter())
         if dist.get_global_rank() == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and (removed := drop_torn_tail(self.path)):
+                log.warning("%s: dropped a cut-short last record (%d bytes) left by the previous run", self.path, removed)
 
     def batch_start(self, state: State, logger: Logger) -> None:
         # The learning rate this step applies; schedulers step before BATCH_END moves it on.

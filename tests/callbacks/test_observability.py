@@ -15,7 +15,7 @@ from composer.callbacks.speed_monitor import get_gpu_flops_available
 from composer.loggers import InMemoryLogger
 
 from llmtrain import builders
-from llmtrain.callbacks.metrics_jsonl import MetricsJsonl
+from llmtrain.callbacks.metrics_jsonl import MetricsJsonl, drop_torn_tail
 from llmtrain.callbacks.progress import Progress, human
 from llmtrain.errors import UserError
 from llmtrain.models import ComposerMPT
@@ -151,6 +151,28 @@ def test_mfu_uses_the_models_flops_per_batch(tmp_path):
     assert "throughput/device/mfu" not in records[1]  # window_size 2: from the third step on
     assert records[-1]["throughput/device/mfu"] == pytest.approx(last["throughput/device/mfu"])
     assert records[-1]["tokens_per_sec"] > 0
+
+
+def test_a_cut_short_last_record_is_dropped_before_a_resumed_run_appends(tmp_path):
+    """A crash in the middle of a write leaves a line without its newline; the next run must not glue its
+    first record onto it (every line parses, the whole records before it are kept)."""
+    path = tmp_path / "m.jsonl"
+    whole = json.dumps({"step": 1, "loss": 2.5}) + "\n"
+    path.write_text(whole + '{"step": 2, "loss": 2.')
+    fit(2, [MetricsJsonl(path)])
+    lines = path.read_text().splitlines()
+    assert lines[0] + "\n" == whole
+    assert [json.loads(line)["step"] for line in lines] == [1, 1, 2]  # this run's steps count from 1 again
+
+
+@pytest.mark.parametrize("content", ["", "x" * 70000, "{}\n" * 30000])
+def test_drop_torn_tail_over_chunk_boundaries(tmp_path, content):
+    path = tmp_path / "m.jsonl"
+    path.write_text(content + "partial")
+    keep = content[:content.rfind("\n") + 1]
+    assert drop_torn_tail(path) == len(content) + len("partial") - len(keep)
+    assert path.read_text() == keep
+    assert drop_torn_tail(path) == 0 and path.read_text() == keep
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="Composer looks up the GPU's peak whenever CUDA is "
