@@ -418,9 +418,16 @@ def _saved_callback_keys(uri: str) -> Optional[list[str]]:
 
 
 def loading_lacks(key: str) -> bool:
-    """Whether this run loads a sharded checkpoint saved without DCP key `key` (state a callback gained
-    later): the callback must leave `key` out of the state dict DCP loads into, or DCP fails on it."""
+    """Whether the Trainer being built loads a sharded checkpoint saved without DCP key `key` (state a
+    callback gained later): the callback must leave `key` out of the state dict DCP loads into, or DCP
+    fails on it. False once `load_done`: every later state_dict() is a save, which writes every key."""
     return _loading_callback_keys is not None and key not in _loading_callback_keys
+
+
+def load_done() -> None:
+    """Call once Composer's Trainer is built: it loads the checkpoint prepare_load found in its constructor."""
+    global _loading_callback_keys
+    _loading_callback_keys = None
 
 
 def prepare_load(cfg, sharded: bool) -> None:
@@ -435,9 +442,9 @@ def prepare_load(cfg, sharded: bool) -> None:
             if cfg.autoresume and cfg.save_folder:
                 folder = format_name_with_dist(cfg.save_folder, cfg.run_name)
                 if resumes := repair_latest(folder):
-                    outcome["loading"] = f"autoresume checkpoint '{folder.rstrip('/')}/{resumes}'"
-                    outcome["autoresume_uri"] = f"{folder.rstrip('/')}/{resumes}"
-                    outcome["callback_keys"] = _saved_callback_keys(f"{folder.rstrip('/')}/{resumes}")
+                    uri = f"{folder.rstrip('/')}/{resumes}"
+                    outcome.update(loading=f"autoresume checkpoint '{uri}'", autoresume_uri=uri,
+                                   callback_keys=_saved_callback_keys(uri))
             if cfg.load_path and resumes is None:  # with a checkpoint to resume, Composer ignores load_path
                 check_load_path(cfg.load_path, cfg.run_name, sharded)
                 outcome["loading"] = f"load_path '{cfg.load_path}'"

@@ -104,6 +104,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )
+    checkpoint.load_done()
     # Checkpoint uploads wait out an outage as long as reads do (llmtrain/data/remote.py).
     remote.retry_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store_retry_timeout)
     return trainer

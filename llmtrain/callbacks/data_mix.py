@@ -34,7 +34,7 @@ class DataMixMonitor(Callback):
         self._resumed: Optional[dict[str, list[int]]] = None  # {stream: [samples, tokens]} from a checkpoint
 
     def state_dict(self) -> dict[str, Any]:
-        if not self.stream_names and checkpoint.loading_lacks(COUNTS_KEY):
+        if checkpoint.loading_lacks(COUNTS_KEY):
             return {}  # what a sharded load asks for, from a checkpoint without counts: DCP would miss the key
         # One JSON string: a single checkpoint item however many streams and ranks (a sharded checkpoint
         # resumed on another number of ranks or with other streams must find the same keys).

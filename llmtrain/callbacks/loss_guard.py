@@ -70,7 +70,6 @@ class LossGuard(Callback):
         self.save_folder: Optional[str] = None
         self._carried: Optional[dict[int, str]] = None  # steps skipped before a rollback in this process
         self._loss_sum = self._samples = 0.0
-        self._fitting = False  # before fit_start, state_dict() is what a load asks for
 
     # --- set up by `fit` -------------------------------------------------------------------------------
 
@@ -78,7 +77,7 @@ class LossGuard(Callback):
         self.save_folder, self._carried = save_folder, carried
 
     def state_dict(self) -> dict[str, Any]:
-        if not self._fitting and checkpoint.loading_lacks(RECENT_KEY):
+        if checkpoint.loading_lacks(RECENT_KEY):
             return {}  # a sharded checkpoint saved without the guard: DCP would miss the key
         return {"recent_losses": json.dumps(list(self.recent))}  # text: DCP loads it whatever its length
 
@@ -87,7 +86,6 @@ class LossGuard(Callback):
             self.recent.extend(json.loads(state["recent_losses"]))
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        self._fitting = True
         self.skipped = dict(self._carried or {})
         if self.save_folder is not None:
             resumed = self._carried is not None or int(state.timestamp.batch) > 0
