@@ -10,16 +10,17 @@ same name and the second fails (FileExistsError: '/000000_locals').
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
+
+from tests.checkpoint.harness import free_port
+from tests.checkpoint.harness import records as metrics_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SEQ = 32
@@ -40,12 +41,6 @@ _UNSHARE = ["unshare", "--mount", "--propagation", "private",
 _OWN_SHM = [*_UNSHARE, "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "sh"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def require_private_shm() -> None:
     """Fail unless this machine can give a process its own /dev/shm (the loopback-node tests need it):
     a skip would read as green in CI while the multi-node path went untested."""
@@ -59,8 +54,7 @@ def require_private_shm() -> None:
 
 
 def records(run: Path) -> list[dict]:
-    metrics = run / "metrics.jsonl"
-    return [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    return metrics_records(run / "metrics.jsonl")
 
 
 def run_overrides(run: Path, shards: Path, extra: list[str], local: Optional[Path] = None) -> list[str]:

@@ -1,7 +1,6 @@
 """Every recipe in yamls/ validates, builds its model on the meta device at the expected size, mixes
 data that sums to 1, and trains 2 steps on CPU once shrunk by command-line overrides alone; so does an
 llm-foundry recipe written in their schema."""
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from llmtrain.builders import build_model
 from llmtrain.config import load_config
 from llmtrain.train import train
+from tests.checkpoint.harness import records
 from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,9 +84,8 @@ SHRINK = ["model.d_model=32", "model.n_heads=2", "model.n_layers=1", f"variables
 
 def train_two_steps(recipe: Path, overrides: list[str], run_dir: Path) -> list[dict]:
     trainer = train(load_config(recipe, [*SHRINK, *overrides, f"run_dir={run_dir}", f"save_folder={run_dir}/ckpt"]))
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     trainer.close()
-    return records
+    return records(run_dir / "metrics.jsonl")
 
 
 def assert_two_finite_train_steps(records: list[dict]) -> None:
