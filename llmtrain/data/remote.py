@@ -122,9 +122,10 @@ def _bucket_exists(bucket: str) -> bool:
                               config=Config(retries={"max_attempts": 1}, connect_timeout=10, read_timeout=10))
         client.head_bucket(Bucket=bucket)
     except ClientError as err:
-        return _status(err)[0] != 404 and _status(err)[1] not in ("404", "NoSuchBucket")
+        status, code = _status(err)
+        return status != 404 and code not in ("404", "NoSuchBucket")
     except Exception:  # cannot tell: treat the 404 as a missing object, as before
-        return True
+        pass
     return True
 
 
