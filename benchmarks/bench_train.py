@@ -56,6 +56,32 @@ def kernel_group(name: str) -> str:
     return next((group for group, keys in KERNEL_GROUPS if any(k in lowered for k in keys)), "other")
 
 
+def kernel_times(profiler: torch.profiler.profile, steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """CUDA kernel ms per step, by group and by kernel name, from a finished profiler."""
+    groups: dict[str, float] = {}
+    kernels: dict[str, float] = {}
+    for event in profiler.events():  # kernels only: CPU ops would count their kernels again
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            ms = event.time_range.elapsed_us() / 1e3 / steps
+            groups[kernel_group(event.name)] = groups.get(kernel_group(event.name), 0.0) + ms
+            kernels[event.name] = kernels.get(event.name, 0.0) + ms
+    return groups, kernels
+
+
+def top_kernels(kernels: dict[str, float], n: int = 25) -> list:
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:n]
+    return [[kernel_group(name), name[:120], round(ms, 2)] for name, ms in top]
+
+
+def print_profile(result: dict) -> None:
+    groups = result["kernel_ms_per_step"]
+    total = sum(groups.values())
+    shares = ", ".join(f"{g} {ms:.1f} ms ({100 * ms / total:.0f}%)" for g, ms in sorted(groups.items(), key=lambda kv: -kv[1]))
+    print(f"kernel time per step ({result['name']}): {total:.1f} ms of {1e3 * result['step_s_median']:.1f} ms wall: {shares}")
+    for group, name, ms in result["top_kernels_ms_per_step"]:
+        print(f"  {ms:7.2f} ms  {group:9s} {name}")
+
+
 class StepProfiler(Callback):
     """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other)."""
 
@@ -74,13 +100,7 @@ class StepProfiler(Callback):
         if self.profiler is not None and int(state.timestamp.batch) == self.stop:
             torch.cuda.synchronize()
             self.profiler.__exit__(None, None, None)
-            steps = self.stop - self.start
-            for event in self.profiler.events():  # kernels only: CPU ops would count their kernels again
-                if event.device_type == torch.autograd.DeviceType.CUDA:
-                    ms = event.time_range.elapsed_us() / 1e3 / steps
-                    group = kernel_group(event.name)
-                    self.groups[group] = self.groups.get(group, 0.0) + ms
-                    self.kernels[event.name] = self.kernels.get(event.name, 0.0) + ms
+            self.groups, self.kernels = kernel_times(self.profiler, self.stop - self.start)
             self.profiler = None
 
 
@@ -132,8 +152,7 @@ def run_ours(args) -> dict:
               "peak_mem_gib": peak_mem_gib(), "n_params": n_params, "step_s_median": step_s}
     if profiler:
         result["kernel_ms_per_step"] = profiler.groups
-        top = sorted(profiler.kernels.items(), key=lambda kv: -kv[1])[:25]
-        result["top_kernels_ms_per_step"] = [[kernel_group(name), name[:120], round(ms, 2)] for name, ms in top]
+        result["top_kernels_ms_per_step"] = top_kernels(profiler.kernels)
     trainer.close()
     del trainer, model
     gc.collect()
@@ -218,12 +237,7 @@ def main() -> None:
               f"{100 * r['mfu']:5.1f}% {r['peak_mem_gib']:9.1f}")
     for r in results:
         if "kernel_ms_per_step" in r:
-            total = sum(r["kernel_ms_per_step"].values())
-            shares = ", ".join(f"{g} {ms:.1f} ms ({100 * ms / total:.0f}%)"
-                               for g, ms in sorted(r["kernel_ms_per_step"].items(), key=lambda kv: -kv[1]))
-            print(f"kernel time per step ({r['name']}): {total:.1f} ms of {1e3 * r['step_s_median']:.1f} ms wall: {shares}")
-            for group, name, ms in r["top_kernels_ms_per_step"]:
-                print(f"  {ms:7.2f} ms  {group:9s} {name}")
+            print_profile(r)
     if len(results) == 2:
         print(f"ratio llmtrain / HF: {results[1]['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.2f}x")
     if args.json:
