@@ -93,6 +93,22 @@ def test_low_precision_norm_runs_in_autocast_dtype(norm_cls):
     assert torch.equal(y, expected)
 
 
+def test_residual_stream_is_in_the_autocast_dtype():
+    """Under autocast the blocks carry a bf16 residual stream, as they do with FSDP's bf16 parameters;
+    without autocast it stays fp32. The loss is fp32 either way."""
+    model = tiny_model()
+    batch = token_batch()
+    seen = []
+    model.transformer.blocks[0].register_forward_hook(lambda module, args, out: seen.append((args[0].dtype, out.dtype)))
+    loss = model(batch["input_ids"], labels=batch["labels"]).loss
+    assert seen.pop() == (torch.float32, torch.float32) and loss.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(batch["input_ids"], labels=batch["labels"]).loss
+    assert seen.pop() == (torch.bfloat16, torch.bfloat16) and loss.dtype == torch.float32
+    loss.backward()
+    assert model.transformer.wte.weight.grad.dtype == torch.float32
+
+
 def test_grouped_and_multiquery_attention_shapes():
     gqa = tiny_model(attn_config={"attn_type": "grouped_query_attention", "kv_n_heads": 2})
     assert gqa.transformer.blocks[0].attn.Wqkv.weight.shape == (32 + 2 * 16, 32)  # q: 4 heads, k/v: 2 heads of 8
