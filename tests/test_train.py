@@ -1,13 +1,13 @@
 """End to end: scripts/train.py on the real stack (tokenizer, MDS shards, streaming, Composer), CPU."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.checkpoint.harness import free_port
 from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +29,7 @@ def train(args: list[str], run_dir: Path, shards: Path, nproc: int = 1) -> list[
     if nproc == 1:
         cmd = [sys.executable, "scripts/train.py", "yamls/tiny.yaml", *overrides]
     else:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), "--master_port", str(port),
+        cmd = [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), "--master_port", str(free_port()),
                "scripts/train.py", "yamls/tiny.yaml", *overrides]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

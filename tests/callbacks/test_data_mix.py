@@ -1,7 +1,6 @@
 """data_mix_monitor in a real Composer Trainer (tiny MPT) on real `text` loaders, 1 and 2 ranks."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +20,7 @@ from llmtrain.errors import UserError
 from llmtrain.models import ComposerMPT
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.registry import callbacks
+from tests.checkpoint.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ, BATCH, STEPS = 8, 6, 5
@@ -119,13 +119,10 @@ with open(f"{sys.argv[1]}/rank{dist.get_global_rank()}.json", "w") as f:
 
 @pytest.mark.slow
 def test_two_ranks_log_the_same_all_reduced_totals(streams, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "2", "--master_port", str(port),
+    proc = subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "2", "--master_port", str(free_port()),
                            str(script), str(tmp_path), json.dumps(streams)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,7 +1,6 @@
 """Composer Trainer + FSDP2 on a tiny MPT in real processes (see fsdp2_train.py for what runs)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,20 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.checkpoint.harness import free_port
+
 SCRIPT = Path(__file__).with_name("fsdp2_train.py")
 REPO = SCRIPT.parents[2]
 
 
 def run_ranks(tmp_path: Path, init_device: str, device: str, ranks: int = 2) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "seen.json"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     if device == "cpu":  # Composer's FSDP2 set-up picks CUDA whenever it sees a GPU
         env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(
-        [sys.executable, "-m", "composer.cli.launcher", "-n", str(ranks), "--master_port", str(port),
+        [sys.executable, "-m", "composer.cli.launcher", "-n", str(ranks), "--master_port", str(free_port()),
          str(SCRIPT), str(out), init_device, device],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

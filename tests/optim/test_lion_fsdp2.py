@@ -1,6 +1,5 @@
 """DecoupledLionW on FSDP2 DTensor parameters: 2 ranks (gloo, CPU) end where 1 process ends."""
 import os
-import socket
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
 
 from llmtrain.optim import DecoupledLionW
+from tests.checkpoint.harness import free_port
 
 STEPS, BATCH, WIDTH = 8, 8, 16
 
@@ -51,12 +51,6 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save(full, out)
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
