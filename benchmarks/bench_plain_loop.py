@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import time
 
@@ -28,7 +27,7 @@ import yaml
 from torch import nn
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from bench_train import RECIPES, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
+from bench_train import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
 from llmtrain.models.mpt.attention import alibi_slopes
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.models.mpt.modeling import MPTForCausalLM
@@ -162,12 +161,10 @@ def main() -> None:
     for r in results:
         print(f"{r['name']:24s} {r['tokens_per_sec_per_gpu']:8.0f} tok/s {100 * r['mfu']:5.1f}% "
               f"vs {results[0]['name']}: {r['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.3f}")
-    for r in results:
-        if "kernel_ms_per_step" in r:
-            print_profile(r)
+    for r in filter(lambda r: "kernel_ms_per_step" in r, results):
+        print_profile(r)
     if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps({"args": vars(args), "card": torch.cuda.get_device_name(), "results": results}) + "\n")
+        append_json(args.json, {"args": vars(args), "card": torch.cuda.get_device_name(), "results": results})
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ def print_profile(result: dict) -> None:
         print(f"  {ms:7.2f} ms  {group:9s} {name}")
 
 
+def append_json(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 class StepProfiler(Callback):
     """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other)."""
 
@@ -241,9 +246,7 @@ def main() -> None:
     if len(results) == 2:
         print(f"ratio llmtrain / HF: {results[1]['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.2f}x")
     if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps({"args": vars(args), "card": card, "world": dist.get_world_size(),
-                                "results": results}) + "\n")
+        append_json(args.json, {"args": vars(args), "card": card, "world": dist.get_world_size(), "results": results})
 
 
 if __name__ == "__main__":
