@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import llmtrain.kernels.flash_alibi as fa
-
-
-def mpt_slopes(n_heads: int, alibi_bias_max: float = 8.0) -> torch.Tensor:
-    """MPT's ALiBi slopes (as llmtrain.models.mpt.attention.alibi_slopes, without its imports)."""
-    n = 2 ** math.ceil(math.log2(n_heads))
-    slopes = torch.pow(2.0, -torch.arange(1, n + 1, dtype=torch.float32) * (alibi_bias_max / n))
-    return (torch.cat([slopes[1::2], slopes[::2]]) if n != n_heads else slopes)[:n_heads]
+from llmtrain.models.mpt.attention import alibi_slopes
 
 
 def random_documents(batch: int, seq: int, docs: int, seed: int = 0) -> torch.Tensor:
@@ -82,7 +75,7 @@ def bench_shape(B, H, S, D, docs, device="cuda", dtype=torch.bfloat16):
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(B, H, S, D, device=device, dtype=dtype, generator=gen).requires_grad_() for _ in range(3))
     do = torch.randn(B, H, S, D, device=device, dtype=dtype, generator=gen)
-    slopes = mpt_slopes(H).to(device)
+    slopes = alibi_slopes(H, device=device)
     seq_id = random_documents(B, S, docs).to(device)
     scale = D ** -0.5
 

@@ -27,11 +27,11 @@ import yaml
 from torch import nn
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from bench_train import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
 from llmtrain.models.mpt.attention import alibi_slopes
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.models.mpt.modeling import MPTForCausalLM
 from llmtrain.optim.lion import DecoupledLionW
+from measure import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
 
 
 class ReferenceBlock(nn.Module):
@@ -54,7 +54,7 @@ class ReferenceBlock(nn.Module):
 
 
 class ReferenceMPT(nn.Module):
-    def __init__(self, m: dict, seq: int, device: str = "cuda", bf16_residual: bool = False):
+    def __init__(self, m: dict, seq: int, bf16_residual: bool = False):
         super().__init__()
         d = m["d_model"]
         self.bf16_residual = bf16_residual
@@ -64,7 +64,7 @@ class ReferenceMPT(nn.Module):
                                     for _ in range(m["n_layers"]))
         self.norm_f = nn.LayerNorm(d, bias=False)
         self.register_buffer("slopes", alibi_slopes(m["n_heads"], m["attn_config"]["alibi_bias_max"]))
-        self.block_mask = create_block_mask(lambda b, h, q, kv: q >= kv, None, None, seq, seq, device=device)
+        self.block_mask = create_block_mask(lambda b, h, q, kv: q >= kv, None, None, seq, seq, device="cuda")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         slopes = self.slopes

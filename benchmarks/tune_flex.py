@@ -18,6 +18,7 @@ import triton.testing
 from torch.nn.attention.flex_attention import flex_attention
 
 from llmtrain.models.mpt.attention import build_plan
+from measure import append_json
 
 SAFE = {"ROWS_GUARANTEED_SAFE": True, "BLOCKS_ARE_CONTIGUOUS": True}  # causal (+ documents), no padding
 CANDIDATES = [
@@ -91,8 +92,7 @@ def main() -> None:
         print(f"fwd {fwd:6.3f} ms  fwd+bwd {both:6.3f} ms  {row['tflops']:4.0f} TFLOP/s  err {err:.1e}  "
               f"compile {compile_s:4.0f} s  {json.dumps(options)}", flush=True)
         if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps({"shape": args.shape, "docs": args.docs, **row}) + "\n")
+            append_json(args.json, {"shape": args.shape, "docs": args.docs, **row})
 
 
 if __name__ == "__main__":
