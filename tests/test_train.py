@@ -2,12 +2,11 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.checkpoint.harness import free_port
+from tests.checkpoint.harness import python_or_launcher
 from tests.data.corpus import write_stream_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +25,7 @@ def shards(tmp_path_factory) -> Path:
 def train(args: list[str], run_dir: Path, shards: Path, nproc: int = 1) -> list[dict]:
     overrides = [*SMALL, f"variables.data_remote={shards}", f"variables.data_local={run_dir}/cache",
                  f"run_dir={run_dir}", f"save_folder={run_dir}/checkpoints", *args]
-    if nproc == 1:
-        cmd = [sys.executable, "scripts/train.py", "yamls/tiny.yaml", *overrides]
-    else:
-        cmd = [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), "--master_port", str(free_port()),
-               "scripts/train.py", "yamls/tiny.yaml", *overrides]
+    cmd = [*python_or_launcher(nproc), "scripts/train.py", "yamls/tiny.yaml", *overrides]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -2,7 +2,6 @@
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from llmtrain.errors import UserError
 from llmtrain.models import ComposerMPT
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.registry import callbacks
-from tests.checkpoint.harness import free_port
+from tests.checkpoint.harness import launcher
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ, BATCH, STEPS = 8, 6, 5
@@ -122,8 +121,7 @@ def test_two_ranks_log_the_same_all_reduced_totals(streams, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "composer.cli.launcher", "-n", "2", "--master_port", str(free_port()),
-                           str(script), str(tmp_path), json.dumps(streams)],
+    proc = subprocess.run([*launcher(2), str(script), str(tmp_path), json.dumps(streams)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -8,7 +8,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from llmtrain.config import load_config
 from llmtrain.errors import UserError
 from llmtrain.train import train
 from tests.callbacks import poisoned_train  # noqa: F401  (registers the `poison` callback)
-from tests.checkpoint.harness import ROOT, SEQ, SMALL, SUBPROCESS_ENV, by_step, free_port, records
+from tests.checkpoint.harness import ROOT, SEQ, SMALL, SUBPROCESS_ENV, by_step, python_or_launcher, records
 from tests.data.corpus import write_stream_shards
 
 SCRIPT = "tests/callbacks/poisoned_train.py"
@@ -35,10 +34,8 @@ def shards(tmp_path_factory) -> Path:
 def launch(run_dir: Path, shards: Path, extra: list[str], nproc: int = 1) -> subprocess.Popen:
     overrides = [*SMALL, f"variables.data_remote={shards}", f"variables.data_local={run_dir}/cache",
                  f"run_dir={run_dir}", f"save_folder={run_dir}/checkpoints", "max_duration=10ba", *extra]
-    launcher = [] if nproc == 1 else ["-m", "composer.cli.launcher", "-n", str(nproc), "--master_port",
-                                      str(free_port())]
     run_dir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, *launcher, SCRIPT, "yamls/tiny.yaml", *overrides], cwd=ROOT,
+    return subprocess.Popen([*python_or_launcher(nproc), SCRIPT, "yamls/tiny.yaml", *overrides], cwd=ROOT,
                             env={**os.environ, **SUBPROCESS_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 

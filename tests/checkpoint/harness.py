@@ -30,12 +30,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launcher(nproc: int) -> list[str]:
+    """The command prefix that runs a script on `nproc` local ranks through Composer's launcher."""
+    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), "--master_port", str(free_port())]
+
+
+def python_or_launcher(nproc: int) -> list[str]:
+    """One process: plain python; more: Composer's launcher."""
+    return [sys.executable] if nproc == 1 else launcher(nproc)
+
+
 def command(overrides: list[str], nproc: int) -> list[str]:
-    train = ["scripts/train.py", "yamls/tiny.yaml", *SMALL, *overrides]
-    if nproc == 1:
-        return [sys.executable, *train]
-    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(nproc), "--master_port", str(free_port()),
-            *train]
+    return [*python_or_launcher(nproc), "scripts/train.py", "yamls/tiny.yaml", *SMALL, *overrides]
 
 
 def records(metrics: Path) -> list[dict]:

@@ -2,13 +2,12 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.checkpoint.harness import free_port
+from tests.checkpoint.harness import launcher
 
 SCRIPT = Path(__file__).with_name("fsdp2_train.py")
 REPO = SCRIPT.parents[2]
@@ -20,8 +19,7 @@ def run_ranks(tmp_path: Path, init_device: str, device: str, ranks: int = 2) -> 
     if device == "cpu":  # Composer's FSDP2 set-up picks CUDA whenever it sees a GPU
         env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(
-        [sys.executable, "-m", "composer.cli.launcher", "-n", str(ranks), "--master_port", str(free_port()),
-         str(SCRIPT), str(out), init_device, device],
+        [*launcher(ranks), str(SCRIPT), str(out), init_device, device],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text())
