@@ -6,8 +6,10 @@ export LLMTRAIN_CACHE
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 VENV := $(LLMTRAIN_CACHE)/venv
 PY := $(VENV)/bin/python
-# Reinstall when setup.py changes, and once per clone (the editable install points at this clone).
-STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)-$(shell echo $(CURDIR) | md5sum | cut -c1-8)
+# Reinstall when setup.py or requirements/ change (so a venv made for an older stack is upgraded, not
+# reused), and once per clone (the editable install points at this clone).
+REQUIREMENTS := setup.py requirements/no-deps.txt requirements/tested.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | md5sum | cut -c1-12)-$(shell echo $(CURDIR) | md5sum | cut -c1-8)
 TOKENIZER := $(LLMTRAIN_CACHE)/tokenizers/EleutherAI/gpt-neox-20b/tokenizer.json
 DEMO_DATA := data/tiny/.done
 PYTEST_ARGS ?=
@@ -16,10 +18,14 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) $(TOKENIZER)
 
-$(STAMP): setup.py
+# Composer and streaming go in with --no-deps: their pins (torch < 2.7.1, numpy < 2.2, ...) are overridden
+# there and nowhere else; docs/install.md says why.
+$(STAMP): $(REQUIREMENTS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c requirements/tested.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps -r requirements/no-deps.txt
+	$(PY) -m llmtrain.stack
 	@rm -f $(VENV)/.installed-*-$(shell echo $(CURDIR) | md5sum | cut -c1-8)
 	@touch $@
 
