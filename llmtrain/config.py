@@ -30,6 +30,17 @@ class TokenizerConfig:
 
 
 @dataclass(frozen=True)
+class Fp8Config:
+    """The `fp8:` section, read with `precision: amp_fp8` (llmtrain/models/fp8.py)."""
+
+    # torchao's recipes: one scale per tensor (fastest), per row, or per row with the grad-weight GEMM
+    # kept in high precision (most accurate).
+    recipe: Literal["tensorwise", "rowwise", "rowwise_with_gw_hp"] = "tensorwise"
+    # float8 numerics emulated in high precision: for tests on machines without FP8 GEMMs (CPU).
+    emulate: bool = False
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: dict
     tokenizer: TokenizerConfig
@@ -47,7 +58,9 @@ class TrainConfig:
     algorithms: dict = field(default_factory=dict)
     device_train_microbatch_size: Union[int, Literal["auto"]] = 1
     device_eval_batch_size: Optional[int] = None
+    # amp_fp8: bf16 autocast with the blocks' GEMMs in float8 (torchao; the `fp8:` section, llmtrain/models/fp8.py)
     precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
+    fp8: Fp8Config = field(default_factory=Fp8Config)
     fsdp_config: Optional[dict] = None
     compile_config: Optional[dict] = None
     save_folder: Optional[str] = None
@@ -200,6 +213,8 @@ def _check_durations(cfg: TrainConfig) -> None:
 
 def _check_components(cfg: TrainConfig) -> None:
     _check_durations(cfg)
+    if cfg.autoresume and not cfg.save_folder:
+        raise UserError("autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false")
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
     for section, reg in _NAMED_SECTIONS.items():
