@@ -76,6 +76,16 @@ def allowed_globals() -> list:
     return [datetime.timedelta, TorchVersion, reconstruct, np.ndarray, np.dtype, type(state.dtype)]
 
 
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that names what was refused: torch 2.7 puts it last in the
+    first paragraph, 2.11+ after a generic paragraph ("Trying to load unsupported GLOBAL ...")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
 def safe_torch_load(source, name=None, **kwargs) -> Any:
     """torch.load(weights_only=True) allowing `allowed_globals()`; anything else is an UnsafeCheckpoint
     naming `name` (default: the file)."""
@@ -83,7 +93,7 @@ def safe_torch_load(source, name=None, **kwargs) -> Any:
         try:
             return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
         except pickle.UnpicklingError as err:
-            reason = str(err).split("\n\n")[0].splitlines()[-1] if str(err) else type(err).__name__
+            reason = _unpickling_reason(err)
             raise UnsafeCheckpoint(f"{name or getattr(source, 'name', source)}: not loaded: it is not a plain-data "
                                    f"checkpoint ({reason}); load only checkpoints you trust (for training, "
                                    f"{TRUST_ENV}=1 skips this check)") from None
