@@ -1,0 +1,97 @@
+"""Token sequences → what the model makes of them, batched and split over the ranks.
+
+`model` is any causal LM called as `model(input_ids=ids).logits` (our MPTForCausalLM, bare or under
+FSDP2, or stock transformers MPT). For a sequence whose last `n_scored` tokens are a continuation:
+  log_likelihood  sum over the continuation of log p(token | everything before it), in fp32
+  greedy_match    whether the argmax at every continuation position is that token (teacher-forced:
+                  one forward pass gives exactly what greedy decoding of the continuation would)
+For a generation prompt (n_scored 0): the `max_new_tokens` greedy tokens that follow it.
+
+Batches hold `batch_size` sequences of similar length (sorted longest first), right-padded: under
+causal attention padding after a sequence changes nothing before it. Every rank must run the same
+number of forward passes under FSDP2 (each one all-gathers weights), so a rank with fewer batches
+runs dummy ones and drops their results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from composer.utils import dist
+
+from llmtrain.eval.prompts import Sequence
+
+
+@dataclass(frozen=True)
+class Scored:
+    log_likelihood: float
+    n_tokens: int
+    greedy_match: bool
+    generated: Optional[list[int]] = None  # generation prompts: the greedy tokens
+
+
+def _padded(seqs: list[Sequence], pad_id: int, extra: int, device) -> torch.Tensor:
+    width = max(len(s.tokens) for s in seqs) + extra
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, :len(s.tokens)] = torch.tensor(s.tokens)
+    return ids.to(device)
+
+
+def _score_batch(model, seqs: list[Sequence], pad_id: int, device) -> list[Scored]:
+    ids = _padded(seqs, pad_id, 0, device)
+    logits = model(input_ids=ids).logits[:, :-1]  # position t predicts token t + 1
+    scored = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool, device=device)
+    for row, s in enumerate(seqs):
+        scored[row, len(s.tokens) - 1 - s.n_scored:len(s.tokens) - 1] = True
+    targets = ids[:, 1:][scored]
+    picked = logits[scored].float()  # (continuation tokens of the batch, vocab), row-major
+    token_ll = picked.log_softmax(-1).gather(1, targets[:, None])[:, 0]
+    hits = picked.argmax(-1) == targets
+    out, start = [], 0
+    for s in seqs:
+        end = start + s.n_scored
+        out.append(Scored(token_ll[start:end].sum().item(), s.n_scored, bool(hits[start:end].all())))
+        start = end
+    return out
+
+
+def _generate_batch(model, seqs: list[Sequence], pad_id: int, max_new_tokens: int, device) -> list[Scored]:
+    ids = _padded(seqs, pad_id, max_new_tokens, device)
+    lengths = torch.tensor([len(s.tokens) for s in seqs], device=device)
+    rows = torch.arange(len(seqs), device=device)
+    for _ in range(max_new_tokens):  # no early stop: every rank runs the same number of passes
+        logits = model(input_ids=ids[:, :int(lengths.max())]).logits
+        ids[rows, lengths] = logits[rows, lengths - 1].argmax(-1)
+        lengths += 1
+    return [Scored(0.0, 0, False, ids[row, len(s.tokens):len(s.tokens) + max_new_tokens].tolist())
+            for row, s in enumerate(seqs)]
+
+
+def _agreed_batch_count(mine: int, device) -> int:
+    if dist.get_world_size() == 1:
+        return mine
+    count = torch.tensor([mine], device=device)
+    dist.all_reduce(count, reduce_operation="MAX")
+    return int(count.item())
+
+
+@torch.no_grad()
+def score(model, seqs: list[Sequence], batch_size: int, pad_id: int, device, max_new_tokens: int = 0) -> list[Scored]:
+    """One `Scored` per sequence of this rank, in the order given. Collective: every rank calls it
+    (with its own share, possibly empty) for the same task, shot count and `max_new_tokens`."""
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i].tokens))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    results: list[Optional[Scored]] = [None] * len(seqs)
+    dummy = [Sequence([pad_id, pad_id], 1)]
+    for b in range(_agreed_batch_count(len(batches), device)):
+        batch = [seqs[i] for i in batches[b]] if b < len(batches) else dummy
+        if max_new_tokens:
+            out = _generate_batch(model, batch, pad_id, max_new_tokens, device)
+        else:
+            out = _score_batch(model, batch, pad_id, device)
+        if b < len(batches):
+            for i, r in zip(batches[b], out):
+                results[i] = r
+    return results
