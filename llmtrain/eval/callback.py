@@ -14,7 +14,7 @@ from composer.core.precision import get_precision_context
 from composer.loggers import Logger
 from composer.utils import create_interval_scheduler
 
-from llmtrain.eval.evaluator import LoadedTask, evaluate, metric_values
+from llmtrain.eval.evaluator import LoadedTask, TaskResult, evaluate, metric_values
 from llmtrain.eval.tasks import GauntletConfig
 
 
@@ -25,14 +25,16 @@ class ICLEvaluator(Callback):
         self.due = create_interval_scheduler(interval, checkpoint_events=False, final_events={Event.BATCH_END})
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        if not self.due(state, Event.BATCH_END):
-            return
+        if self.due(state, Event.BATCH_END):
+            logger.log_metrics(metric_values(self.run(state), self.gauntlet))
+
+    def run(self, state: State) -> list[TaskResult]:
+        """Score every task now, on every rank (collective)."""
         model = state.model.model  # the MPTForCausalLM inside ComposerMPT
         was_training = model.training
         model.eval()
         try:
             with get_precision_context(state.precision):
-                results = evaluate(model, self.tasks, self.tokenizer, self.batch_size, state.device._device)
+                return evaluate(model, self.tasks, self.tokenizer, self.batch_size, state.device._device)
         finally:
             model.train(was_training)
-        logger.log_metrics(metric_values(results, self.gauntlet))

@@ -30,7 +30,7 @@ def scored(tmp_path_factory):
     install_tokenizers()
     tmp = tmp_path_factory.mktemp("reference")
     export_hf(tiny_mpt(seed=3), tmp / "hf", build_tokenizer(NEOX_NAME))
-    spec = load_eval_spec(str(icl_yaml(tmp / "icl.yaml", write_all_types(tmp))))
+    spec = load_eval_spec(str(icl_yaml(tmp / "icl.yaml", write_all_types(tmp), shots=(0, 2))))
     model, tokenizer, max_seq_len = load_model(str(tmp / "hf"))
     tasks = load_tasks(spec.icl_tasks, tokenizer, max_seq_len)
     with torch.no_grad():
