@@ -61,7 +61,8 @@ def evaluate_task(model, task: LoadedTask, num_fewshot: int, tokenizer, batch_si
     requests = [prompts.request(i, num_fewshot) for i in range(rank, len(prompts.examples), world)]
     seqs = [s for r in requests for s in r.sequences]
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    results = score(model, seqs, batch_size, pad_id, device, max_new_tokens=prompts.max_new_tokens)
+    results = score(model, seqs, batch_size, pad_id, prompts.max_seq_len, device,
+                    max_new_tokens=prompts.max_new_tokens)
     mine, start = [], 0
     for request in requests:
         n = len(request.sequences)

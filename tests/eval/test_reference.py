@@ -7,6 +7,7 @@ import transformers
 
 from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer, install_tokenizers
 from llmtrain.eval.evaluator import evaluate, load_tasks
+from llmtrain.eval.scoring import score
 from llmtrain.eval.tasks import load_eval_spec
 from llmtrain.models.mpt.hf_interop import export_hf
 from llmtrain.models.sources import load_model
@@ -36,11 +37,11 @@ def scored(tmp_path_factory):
     with torch.no_grad():
         results = evaluate(model, tasks, tokenizer, batch_size=3, device=torch.device("cpu"))
     stock = transformers.MptForCausalLM.from_pretrained(tmp / "hf", dtype=torch.float32).eval()
-    return tasks, results, stock, tokenizer
+    return tasks, results, stock, tokenizer, model
 
 
 def test_every_task_type_matches_stock_mpt(scored):
-    tasks, results, stock, tokenizer = scored
+    tasks, results, stock, tokenizer, _ = scored
     by_label = {t.config.label: t for t in tasks}
     checked = set()
     with torch.no_grad():
@@ -70,8 +71,21 @@ def test_every_task_type_matches_stock_mpt(scored):
 def test_scores_are_not_trivial(scored):
     """The comparison above means something: the continuations differ in length and score, and some choices
     are right and some wrong."""
-    _, results, _, _ = scored
+    _, results, _, _, _ = scored
     mc = next(r for r in results if r.label == "multiple_choice" and r.num_fewshot == 2)
     assert {len(o.log_likelihoods) for o in mc.outcomes} == {3, 4}
     assert 0 < mc.accuracy < 1
     assert len({round(ll, 3) for o in mc.outcomes for ll in o.log_likelihoods}) > 20
+
+
+def test_fixed_shapes_score_the_same(scored):
+    """The CUDA batching (full batches, power-of-two widths), run here on CPU, changes no result."""
+    tasks, _, _, tokenizer, model = scored
+    for task in tasks:
+        seqs = [s for i in range(len(task.prompts.examples)) for s in task.prompts.request(i, 2).sequences]
+        args = (model, seqs, 4, tokenizer.eos_token_id, task.prompts.max_seq_len, torch.device("cpu"),
+                task.prompts.max_new_tokens)
+        plain, fixed = score(*args, fixed_shapes=False), score(*args, fixed_shapes=True)
+        assert [r.generated for r in fixed] == [r.generated for r in plain]
+        assert [r.greedy_match for r in fixed] == [r.greedy_match for r in plain]
+        assert [r.log_likelihood for r in fixed] == pytest.approx([r.log_likelihood for r in plain], abs=1e-4)
