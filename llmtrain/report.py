@@ -136,7 +136,8 @@ def plot_run(run_dir, out: Optional[Path] = None) -> Report:
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.2 * rows), squeeze=False)
     for ax in axes.flat[len(draws):]:
         ax.set_visible(False)
-    ctx = {"records": records, "eval_labels": eval_labels, "streams": streams, "targets": targets, "icl_names": icl_names}
+    ctx = {"records": records, "eval_labels": eval_labels, "streams": streams, "targets": targets,
+           "icl_names": icl_names}
     for ax, (_, draw) in zip(axes.flat, draws):
         draw(ax, **ctx)
         ax.set_xlabel("step")

@@ -42,21 +42,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    from llmtrain.eval.task_files import read_examples
+    from llmtrain.eval.tasks import load_eval_spec
+
+    # Mistakes in the tasks and their files are reported first, before torch is even imported.
+    spec = load_eval_spec(args.tasks)
+    examples = [read_examples(task.dataset_uri, task.icl_task_type) for task in spec.icl_tasks]
+
     import torch
     from composer.utils import dist, get_device
 
     from llmtrain.eval.evaluator import evaluate, format_table, load_tasks, metric_values
-    from llmtrain.eval.tasks import load_eval_spec
     from llmtrain.models.sources import load_model
 
-    spec = load_eval_spec(args.tasks)  # a mistake in the tasks is reported before the model is read
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.initialize_dist(get_device("gpu" if device.type == "cuda" else "cpu"))
         if device.type == "cuda":
             device = torch.device("cuda", dist.get_local_rank())
     model, tokenizer, max_seq_len = load_model(args.model, args.config, args.tokenizer)
-    tasks = load_tasks(spec.icl_tasks, tokenizer, max_seq_len)
+    tasks = load_tasks(spec.icl_tasks, tokenizer, max_seq_len, examples)
     model.to(device)
     bf16 = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     start = time.perf_counter()

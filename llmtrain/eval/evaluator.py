@@ -41,11 +41,17 @@ class TaskResult:
         return accuracy(self.outcomes)
 
 
-def load_tasks(configs: list[ICLTaskConfig], tokenizer, max_seq_len: int) -> list[LoadedTask]:
-    """Read every task file; raises UserError (file:line: field) for the first bad one."""
-    return [LoadedTask(c, PromptBuilder(c, read_examples(c.dataset_uri, c.icl_task_type), tokenizer, max_seq_len,
-                                        c.dataset_uri))
-            for c in configs]
+def read_task_files(configs: list[ICLTaskConfig]) -> list[list[dict]]:
+    """Every task's examples; raises UserError (file:line: field) for the first bad file."""
+    return [read_examples(c.dataset_uri, c.icl_task_type) for c in configs]
+
+
+def load_tasks(configs: list[ICLTaskConfig], tokenizer, max_seq_len: int,
+               examples: Optional[list[list[dict]]] = None) -> list[LoadedTask]:
+    """The tasks ready to evaluate; `examples`: what `read_task_files` returned, else the files are read now."""
+    examples = examples if examples is not None else read_task_files(configs)
+    return [LoadedTask(c, PromptBuilder(c, rows, tokenizer, max_seq_len, c.dataset_uri))
+            for c, rows in zip(configs, examples)]
 
 
 def _gathered(mine: list[Outcome]) -> list[Outcome]:
@@ -94,5 +100,6 @@ def format_table(results: list[TaskResult], values: dict[str, float]) -> str:
     rows += [(f"gauntlet/{k.removeprefix('icl/gauntlet/')}", "", f"{v:.4f}", "")
              for k, v in values.items() if k.startswith("icl/gauntlet/")]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in rows)
+    def line(row) -> str:  # the task name left-aligned, numbers right-aligned
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join(line(row) for row in rows)

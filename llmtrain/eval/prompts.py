@@ -112,8 +112,9 @@ class PromptBuilder:
                            gold=example["gold"])
         if kind == "schema":
             continuation = self._continuation(example["continuation"])
-            return Request(index, [self._sequence(ids, f"{lead}{option}{task.continuation_delimiter}", continuation, index)
-                                   for option in example["context_options"]], gold=example["gold"])
+            texts = [f"{lead}{option}{task.continuation_delimiter}" for option in example["context_options"]]
+            return Request(index, [self._sequence(ids, text, continuation, index) for text in texts],
+                           gold=example["gold"])
         text = f"{lead}{example['context']}{task.continuation_delimiter}"
         return Request(index, [self._sequence(ids, text, [], index)],
                        answers=(example["answer"], *example.get("aliases", [])))

@@ -60,29 +60,30 @@ def _padded(seqs: list[Sequence], extra: int, batch: _Batching) -> torch.Tensor:
 
 def _score_batch(model, seqs: list[Sequence], batch: _Batching) -> list[Scored]:
     ids = _padded(seqs, 0, batch)
-    logits = model(input_ids=ids).logits[:, :-1]  # position t predicts token t + 1
-    scored = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool, device=batch.device)
+    scored = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)  # built on the host: no launches
     for row, s in enumerate(seqs):  # rows past len(seqs) are padding: nothing scored
         scored[row, len(s.tokens) - 1 - s.n_scored:len(s.tokens) - 1] = True
+    scored = scored.to(batch.device)
+    logits = model(input_ids=ids).logits[:, :-1]  # position t predicts token t + 1
     targets = ids[:, 1:][scored]
     picked = logits[scored].float()  # (continuation tokens of the batch, vocab), row-major
     token_ll = picked.log_softmax(-1).gather(1, targets[:, None])[:, 0]
-    hits = picked.argmax(-1) == targets
-    out, start = [], 0
-    for s in seqs:
-        end = start + s.n_scored
-        out.append(Scored(token_ll[start:end].sum().item(), s.n_scored, bool(hits[start:end].all())))
-        start = end
-    return out
+    misses = (picked.argmax(-1) != targets).float()
+    row_of = torch.repeat_interleave(torch.arange(len(seqs)), torch.tensor([s.n_scored for s in seqs])).to(batch.device)
+    per_row = torch.zeros(2, len(seqs), device=batch.device)
+    per_row[0].index_add_(0, row_of, token_ll)
+    per_row[1].index_add_(0, row_of, misses)
+    sums, missed = per_row.tolist()  # one device-to-host copy per batch
+    return [Scored(ll, s.n_scored, m == 0) for s, ll, m in zip(seqs, sums, missed)]
 
 
 def _generate_batch(model, seqs: list[Sequence], max_new_tokens: int, batch: _Batching) -> list[Scored]:
     ids = _padded(seqs, max_new_tokens, batch)
     lengths = torch.tensor([len(s.tokens) for s in seqs], device=batch.device)
     rows = torch.arange(len(seqs), device=batch.device)
-    for _ in range(max_new_tokens):  # no early stop: every rank runs the same number of passes
-        width = _shape(len(seqs), int(lengths.max()), batch)[1]
-        logits = model(input_ids=ids[:, :width]).logits
+    longest = int(max(len(s.tokens) for s in seqs))
+    for step in range(max_new_tokens):  # no early stop: every rank runs the same number of passes
+        logits = model(input_ids=ids[:, :_shape(len(seqs), longest + step, batch)[1]]).logits
         ids[rows, lengths] = logits[rows, lengths - 1].argmax(-1)
         lengths += 1
     return [Scored(0.0, 0, False, ids[row, len(s.tokens):len(s.tokens) + max_new_tokens].tolist())

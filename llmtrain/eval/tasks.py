@@ -79,7 +79,8 @@ def _section_from_file(path_text: str, section: str):
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: {getattr(err, 'problem', None) or 'invalid YAML'}; fix the YAML syntax there") from None
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{where}: {problem}; fix the YAML syntax there") from None
     if not isinstance(data, dict) or section not in data:
         raise UserError(f"{path}: expected a top-level '{section}:' key, as in llm-foundry's eval yamls")
     return data[section]

@@ -41,7 +41,8 @@ def test_prompt_layout(tmp_path):
                                                    f"\n\nq{second}\nA: {'xy'[second % 2]}")
     request = PromptBuilder(task, examples, tok, 64, "mc.jsonl").request(0, 2)
     texts = [tok.decode(s.tokens) for s in request.sequences]
-    assert texts == [preamble_text(task, examples, 2, 0) + "\n\nq0\nA: x", preamble_text(task, examples, 2, 0) + "\n\nq0\nA: y"]
+    preamble = preamble_text(task, examples, 2, 0)
+    assert texts == [preamble + "\n\nq0\nA: x", preamble + "\n\nq0\nA: y"]
     assert [s.n_scored for s in request.sequences] == [1, 1] and request.gold == 0
 
 
@@ -87,7 +88,8 @@ def spec_error(tmp_path, text: str) -> str:
 
 
 def test_unknown_task_type_names_file_line_and_field(tmp_path):
-    assert spec_error(tmp_path, "icl_tasks:\n- label: a\n  dataset_uri: a.jsonl\n  icl_task_type: multiple_choise\n") == \
+    text = "icl_tasks:\n- label: a\n  dataset_uri: a.jsonl\n  icl_task_type: multiple_choise\n"
+    assert spec_error(tmp_path, text) == \
         ("ICL:4: icl_tasks[0].icl_task_type: 'multiple_choise' is not allowed (did you mean 'multiple_choice'?); "
          "choose one of: language_modeling, multiple_choice, schema, question_answering")
 
@@ -125,3 +127,20 @@ def test_recipe_icl_tasks_from_a_file_and_inline(tmp_path):
     message = error_of(lambda: load_config(ROOT / "yamls" / "tiny.yaml",
                                            ["icl_tasks=[{label: a, dataset_uri: a.jsonl, icl_task_type: lm}]"]))
     assert message.startswith("icl_tasks[0].icl_task_type: 'lm' is not allowed")
+
+
+def test_eval_script_reports_a_bad_task_file_in_one_line(tmp_path):
+    """Before any model is read: MODEL does not even exist here."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "icl.yaml").write_text(f"icl_tasks:\n- {{label: e, dataset_uri: {tmp_path / 'empty.jsonl'}, "
+                                       "icl_task_type: language_modeling}\n")
+    done = subprocess.run([sys.executable, "scripts/eval.py", str(tmp_path / "no-model"), str(tmp_path / "icl.yaml")],
+                          cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True)
+    # torch 2.14 logs two W-prefixed deprecation lines on import (as for every script on this stack)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("W1")]
+    assert (done.returncode, lines) == (2, [f"error: {tmp_path / 'empty.jsonl'}: the task file has no examples; "
+                                            "write one JSON object per line"])
