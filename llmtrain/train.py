@@ -77,7 +77,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         model=model,
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
-        eval_interval=cfg.eval_interval,
+        # Composer's interval is for eval_loader only (it warns without one); ICLEvaluator keeps its own.
+        eval_interval=cfg.eval_interval if eval_loader is not None else 1,
         eval_subset_num_batches=cfg.eval_subset_num_batches,
         optimizers=optimizer,
         schedulers=scheduler,
