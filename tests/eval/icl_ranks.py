@@ -1,8 +1,9 @@
 """Run by test_world_size.py under `composer -n N`: the ICLEvaluator callback inside Composer's Trainer with
 FSDP2 (gloo) on a tiny MPT, one step at lr 0 so every world size scores the same weights.
 
-argv: ICL_YAML OUT_DIR. Writes OUT_DIR/metrics.jsonl (the callback's logged metrics, through MetricsJsonl)
-and, from rank 0, OUT_DIR/outcomes.json: every example's outcome from that same evaluation.
+argv: ICL_YAML OUT_DIR. Writes OUT_DIR/metrics.jsonl (the callback's logged metrics, through MetricsJsonl),
+from rank 0 OUT_DIR/outcomes.json (every example's outcome from that same evaluation), and the sharded
+checkpoint of those weights in OUT_DIR/checkpoints/ep0-ba1 (with the model recipe, as train.py saves it).
 """
 import json
 import sys
@@ -16,6 +17,7 @@ from composer.utils.parallelism import FSDP2Config
 from torch.distributed.fsdp import FSDPModule
 
 from llmtrain.callbacks import MetricsJsonl
+from llmtrain.checkpoint import ModelRecipe
 from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
 from llmtrain.eval.callback import ICLEvaluator
 from llmtrain.eval.evaluator import load_tasks
@@ -46,8 +48,9 @@ def main(icl_yaml: str, out_dir: str) -> None:
     out = Path(out_dir)
     dist.initialize_dist("cpu")
     torch.manual_seed(0)
-    model = build_composer_mpt({"d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": VOCAB, "max_seq_len": 128,
-                                "no_bias": True, "init_device": "mixed", "attn_config": {"attn_impl": "torch"}})
+    section = {"name": "mpt_causal_lm", "d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": VOCAB,
+               "max_seq_len": 128, "no_bias": True, "init_device": "mixed", "attn_config": {"attn_impl": "torch"}}
+    model = build_composer_mpt({k: v for k, v in section.items() if k != "name"})
     tokenizer = build_tokenizer(NEOX_NAME)
     tasks = load_tasks(load_eval_spec(icl_yaml).icl_tasks, tokenizer, 128)
     samples = [{"input_ids": torch.arange(16), "labels": torch.arange(16)}] * 2
@@ -55,8 +58,10 @@ def main(icl_yaml: str, out_dir: str) -> None:
                                          sampler=dist.get_sampler(samples, shuffle=False))
     trainer = Trainer(model=model, train_dataloader=loader, max_duration="1ba", device="cpu",
                       optimizers=torch.optim.SGD(model.parameters(), lr=0.0),
-                      parallelism_config={"fsdp": FSDP2Config()},
-                      callbacks=[Recorded(out, tasks, tokenizer, BATCH, "1ba")],
+                      parallelism_config={"fsdp": FSDP2Config(state_dict_type="sharded")},
+                      callbacks=[Recorded(out, tasks, tokenizer, BATCH, "1ba"),
+                                 ModelRecipe(section, {"name": NEOX_NAME, "kwargs": {}})],
+                      save_folder=str(out / "checkpoints"), save_interval="1ba",
                       loggers=[MetricsJsonl(out / "metrics.jsonl")], progress_bar=False, log_to_console=False, seed=0)
     trainer.fit()
 

@@ -1,13 +1,18 @@
 """The world size does not change the score: 1 and 2 ranks (gloo, FSDP2, inside Composer's Trainer) score
-every example exactly once and agree on each example and on the logged accuracies (icl_ranks.py)."""
+every example exactly once and agree on each example and on the logged accuracies (icl_ranks.py); and
+scripts/eval.py's path on the 2-rank run's sharded checkpoint scores the same."""
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from llmtrain.data.tokenizer import install_tokenizers
+from llmtrain.eval.evaluator import evaluate, load_tasks
+from llmtrain.eval.tasks import load_eval_spec
+from llmtrain.models.sources import load_model
 from tests.checkpoint.harness import SUBPROCESS_ENV, launcher
 from tests.eval.tasks import icl_yaml, write_all_types
 
@@ -44,3 +49,12 @@ def test_one_and_two_ranks_score_alike(tmp_path):
     assert logged_one == logged_two
     assert logged_one["icl/multiple_choice/1-shot"] == pytest.approx(
         sum(o["correct"] for o in one["multiple_choice/1"]) / 9)
+
+    model, tokenizer, max_seq_len = load_model(str(tmp_path / "two" / "checkpoints" / "ep0-ba1"))
+    tasks = load_tasks(load_eval_spec(str(icl)).icl_tasks, tokenizer, max_seq_len)
+    for result in evaluate(model, tasks, tokenizer, 5, torch.device("cpu")):
+        ranks = two[f"{result.label}/{result.num_fewshot}"]
+        assert [(o.correct, o.choice, o.generated) for o in result.outcomes] == \
+            [(o["correct"], o["choice"], o["generated"]) for o in ranks]
+        for a, b in zip(result.outcomes, ranks):
+            assert a.log_likelihoods == pytest.approx(b["log_likelihoods"], abs=1e-4)
