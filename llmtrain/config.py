@@ -18,6 +18,7 @@ import yaml
 from llmtrain import registry
 from llmtrain.distributed import validate_fsdp_section
 from llmtrain.errors import UserError
+from llmtrain.eval.tasks import GauntletConfig, ICLTaskConfig, check_sections, read_sections
 from llmtrain.schema import parse_section
 
 Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', or an int of batches
@@ -54,6 +55,9 @@ class TrainConfig:
     eval_interval: Duration = 1
     eval_first: bool = False
     eval_subset_num_batches: int = -1
+    # In-context-learning tasks scored every eval_interval (llmtrain/eval/; a list, or a YAML file's path)
+    icl_tasks: Optional[list[ICLTaskConfig]] = None
+    eval_gauntlet: Optional[GauntletConfig] = None
     scheduler: Optional[dict] = None
     algorithms: dict = field(default_factory=dict)
     device_train_microbatch_size: Union[int, Literal["auto"]] = 1
@@ -215,6 +219,9 @@ def _check_components(cfg: TrainConfig) -> None:
     _check_durations(cfg)
     if cfg.autoresume and not cfg.save_folder:
         raise UserError("autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false")
+    check_sections(cfg.icl_tasks, cfg.eval_gauntlet)
+    if cfg.eval_gauntlet is not None and not cfg.icl_tasks:
+        raise UserError("eval_gauntlet: needs icl_tasks to average; add icl_tasks or remove eval_gauntlet")
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
     for section, reg in _NAMED_SECTIONS.items():
@@ -260,7 +267,7 @@ def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<conf
     import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
 
     data = apply_overrides(data, list(overrides))
-    cfg = parse_section(TrainConfig, resolve(data, source), "")
+    cfg = parse_section(TrainConfig, read_sections(resolve(data, source)), "")
     _check_components(cfg)
     cfg = _with_retry_timeout(cfg)
     if cfg.run_name is None:

@@ -67,6 +67,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         # Only FSDP materialises meta weights; an unsharded run builds them in host memory instead.
         model_section = {**model_section, "init_device": "cpu"}
     tokenizer = builders.build_tokenizer(cfg.tokenizer)
+    eval_batch_size = cfg.device_eval_batch_size or batch_size
+    icl_evaluator = builders.build_icl_evaluator(cfg, tokenizer, eval_batch_size)  # reads the task files first
     model = builders.build_model(model_section)
     callbacks = [*builders.build_callbacks(cfg.callbacks), *checkpoint.callbacks(cfg)]
     if cfg.precision == "amp_fp8":  # before the Trainer applies FSDP2 and compile, as torchao needs
@@ -77,8 +79,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
     eval_loader = None
     if cfg.eval_loader is not None:
-        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer,
-                                                cfg.device_eval_batch_size or batch_size)
+        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer, eval_batch_size)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
     algorithms = builders.build_algorithms(cfg.algorithms)
@@ -92,12 +93,13 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         model=model,
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
-        eval_interval=cfg.eval_interval,
+        # Composer's interval is for eval_loader only (it warns without one); ICLEvaluator keeps its own.
+        eval_interval=cfg.eval_interval if eval_loader is not None else 1,
         eval_subset_num_batches=cfg.eval_subset_num_batches,
         optimizers=optimizer,
         schedulers=scheduler,
         algorithms=algorithms,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *([icl_evaluator] if icl_evaluator else [])],
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir),
                  *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],
