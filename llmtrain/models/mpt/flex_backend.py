@@ -1,11 +1,14 @@
 """Which kernel compiled FlexAttention runs: FlashAttention-4 (flex's BACKEND "FLASH") or flex's Triton kernel.
 
 FA4's CuTe-DSL kernels (`pip install '.[hopper]'`: flash-attn-4 with the CUTLASS DSL) take flex's
-`score_mod` and block masks on Hopper, at up to twice the Triton kernel's speed. Whether a given torch,
-FA4 and mask combination compiles is only known by trying, and a failure inside the whole-model compile
-would end the run; so `choose` tries once, outside any compile, with MPT's own ALiBi score mod (and a
-document mask when the model uses one) on a small problem of the model's head shape, forward and backward,
-and takes FLASH only when it compiles and agrees with the Triton kernel. Otherwise TRITON, the default.
+`score_mod` and block masks on Hopper, at up to twice the Triton kernel's speed. It is opt-in, with
+LLMTRAIN_FLASH_ATTENTION_4=1: on the H200 with torch 2.11 and flash-attn-4 4.0.0b36 the first FA4 compile
+did not finish within 7 minutes (docs/performance.md, 2026-12-03), and a model build must not hang.
+Whether a given torch, FA4 and mask combination compiles is only known by trying, and a failure inside the
+whole-model compile would end the run; so `choose` tries once, outside any compile, with MPT's own ALiBi
+score mod (and a document mask when the model uses one) on a small problem of the model's head shape,
+forward and backward, and takes FLASH only when it compiles and agrees with the Triton kernel. Otherwise
+TRITON, the default.
 
 The answer is remembered per (heads, kv heads, head size, documents, dtype, device) for the process and
 logged once, so a user sees which kernel trains their model.
@@ -15,11 +18,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 
 import torch
 
 log = logging.getLogger(__name__)
 FLASH, TRITON = "FLASH", "TRITON"
+OPT_IN = "LLMTRAIN_FLASH_ATTENTION_4"
 _PROBE_SEQ, _PROBE_BATCH = 512, 2
 
 
@@ -38,8 +43,9 @@ def kernel_options(backend: str):
 @functools.lru_cache(maxsize=None)
 def choose(n_heads: int, kv_heads: int, head_dim: int, alibi_bias_max: float, alibi: bool, documents: bool,
            dtype: torch.dtype = torch.bfloat16, device: str = "cuda") -> str:
-    """FLASH when FA4 is installed and trains this attention exactly as the Triton kernel does, else TRITON."""
-    if not flash_installed() or not torch.cuda.is_available():
+    """FLASH when asked for (LLMTRAIN_FLASH_ATTENTION_4=1), installed, and it trains this attention exactly as
+    the Triton kernel does; else TRITON."""
+    if os.environ.get(OPT_IN) != "1" or not flash_installed() or not torch.cuda.is_available():
         return TRITON
     try:
         error = _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, documents, dtype, device)
