@@ -31,7 +31,8 @@ def test_question_answering_prefix_rule_stops_and_eos():
     assert judged(" paris, france") and judged(" The city of light\nQ: next")
     assert not judged(" Lyon\nParis") and not judged(" Par")
     eos = tok.eos_token_id
-    ids = [*tok(" Rome", add_special_tokens=False)["input_ids"], eos, *tok(" Paris", add_special_tokens=False)["input_ids"]]
+    rome, paris = (tok(text, add_special_tokens=False)["input_ids"] for text in (" Rome", " Paris"))
+    ids = [*rome, eos, *paris]  # the answer after EOS does not count
     assert not outcome("question_answering", request, [Scored(0.0, 0, False, ids)], tokenizer=tok).correct
 
 
