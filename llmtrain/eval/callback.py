@@ -35,6 +35,7 @@ class ICLEvaluator(Callback):
         model.eval()
         try:
             with get_precision_context(state.precision):
-                return evaluate(model, self.tasks, self.tokenizer, self.batch_size, state.device._device)
+                device = next(model.parameters()).device  # under FSDP2 a DTensor's: this rank's device
+                return evaluate(model, self.tasks, self.tokenizer, self.batch_size, device)
         finally:
             model.train(was_training)

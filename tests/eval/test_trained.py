@@ -5,6 +5,7 @@ import json
 import random
 import time
 
+import pytest
 import torch
 from composer import Trainer
 from composer.loggers import InMemoryLogger
@@ -48,6 +49,7 @@ def task_files(tmp_path, rng: random.Random) -> list[ICLTaskConfig]:
                           icl_task_type="multiple_choice", num_fewshot=[0, 1])]
 
 
+@pytest.mark.slow
 def test_trained_model_beats_chance_untrained_does_not(tmp_path):
     install_tokenizers()
     tokenizer = build_tokenizer(NEOX_NAME)
