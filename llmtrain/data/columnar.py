@@ -5,8 +5,9 @@
   * `.arrow`: Arrow IPC, the stream format that Hugging Face `datasets` writes with `save_to_disk` (and
     in its cache), or the random-access file format; read through a plain file, not a memory map,
     so resident memory is one record batch, not the file.
-A missing or non-text column is one BadRecord for the whole file naming the columns it does have; a
-null text is a BadRecord for that row.
+A missing or non-text column, or a file pyarrow cannot read, is one BadRecord for the whole file
+(naming the columns it does have); a null text is a BadRecord for that row. Imported only when such
+an input is read: pyarrow costs ~50 MB of resident memory.
 """
 from __future__ import annotations
 
@@ -90,7 +91,25 @@ def _records(path: Path, batches: Iterable[pa.RecordBatch], resolved: dict[str, 
         row += len(texts)
 
 
+def _unreadable(path: Path, err: Exception) -> BadRecord:
+    return BadRecord(str(path), f"not a readable parquet / arrow file ({err})", whole_file=True)
+
+
 def read_parquet(path: Path, selection: Selection) -> Iterator[Record]:
+    try:
+        yield from _parquet(path, selection)
+    except pa.ArrowException as err:
+        yield _unreadable(path, err)
+
+
+def read_arrow(path: Path, selection: Selection) -> Iterator[Record]:
+    try:
+        yield from _arrow(path, selection)
+    except pa.ArrowException as err:
+        yield _unreadable(path, err)
+
+
+def _parquet(path: Path, selection: Selection) -> Iterator[Record]:
     with pq.ParquetFile(path, memory_map=False) as parquet:
         resolved = _check(path, parquet.schema_arrow, selection)
         if isinstance(resolved, BadRecord):
@@ -110,7 +129,7 @@ def _arrow_batches(source: pa.NativeFile) -> tuple[pa.Schema, Iterable[pa.Record
         return file_reader.schema, (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
 
 
-def read_arrow(path: Path, selection: Selection) -> Iterator[Record]:
+def _arrow(path: Path, selection: Selection) -> Iterator[Record]:
     with pa.OSFile(str(path)) as source:
         schema, batches = _arrow_batches(source)
         resolved = _check(path, schema, selection)
@@ -119,5 +138,3 @@ def read_arrow(path: Path, selection: Selection) -> Iterator[Record]:
             return
         yield from _records(path, batches, resolved, selection)
 
-
-ARROW_ERRORS = (pa.ArrowException,)

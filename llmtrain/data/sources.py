@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
-from llmtrain.data.columnar import ARROW_ERRORS, read_arrow, read_parquet
 from llmtrain.data.decompress import DECOMPRESSION_ERRORS, open_binary
 from llmtrain.data.fields import Selection, keeps, lookup
 from llmtrain.data.records import FILTERED, BadRecord, Document, Filtered, Record
@@ -30,7 +29,7 @@ __all__ = ["BadRecord", "Document", "Filtered", "Record", "Input", "find_inputs"
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson", ".json")
 COLUMNAR_SUFFIXES = (".parquet", ".arrow")
-_UNREADABLE = (OSError, zlib.error, UnicodeDecodeError, *DECOMPRESSION_ERRORS, *ARROW_ERRORS)
+_UNREADABLE = (OSError, zlib.error, UnicodeDecodeError, *DECOMPRESSION_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,6 @@ def _describe(err: Exception) -> str:
         return f"cannot read ({err.strerror})"
     if isinstance(err, (zlib.error, *DECOMPRESSION_ERRORS)):
         return f"corrupt or truncated compressed file ({err})"
-    if isinstance(err, ARROW_ERRORS):
-        return f"not a readable parquet / arrow file ({err})"
     return f"cannot read ({type(err).__name__}: {err})"
 
 
@@ -162,10 +159,9 @@ def read_records(path: Path, selection: Selection = Selection()) -> Iterator[Rec
                                    "or arrow input)", whole_file=True)
         return
     try:
-        if suffix == ".parquet":
-            yield from read_parquet(path, selection)
-        elif suffix == ".arrow":
-            yield from read_arrow(path, selection)
+        if suffix in COLUMNAR_SUFFIXES:
+            from llmtrain.data.columnar import read_arrow, read_parquet  # pyarrow only when it is needed
+            yield from (read_parquet if suffix == ".parquet" else read_arrow)(path, selection)
         else:
             with open_binary(path) as stream:
                 if suffix in JSON_LINES_SUFFIXES:
