@@ -10,7 +10,9 @@ reference), json.gz, jsonl.zst, parquet (row groups of 1,000 documents, with a `
 seconds (wall, start-up included), tokens/s, the data_prep process's peak RSS (its ru_maxrss) and the
 peak RSS of it and its tokenizer workers together (sampled every 0.1 s). `--read` also times reading
 each format alone (no tokenizer: how far the readers are from being the bottleneck) with that
-reader's peak RSS; `--workers ''` runs only that. Corpora and outputs are removed at the end unless --keep.
+reader's peak RSS; `--workers ''` runs only that. `--seconds S` stops each data_prep run after S seconds (SIGINT: it
+removes its partial output) and reports the rate of its last progress line (printed every 10 s) and
+the peak RSS until then: for a busy machine, where a whole 500 MB corpus takes most of an hour. Corpora and outputs are removed at the end unless --keep.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -141,28 +144,39 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_prep(source: Path, out: Path, kind: str, workers: int, seq: int) -> dict:
+def run_prep(source: Path, out: Path, kind: str, workers: int, seq: int, seconds: float = 0) -> dict:
+    """One data_prep run; with `seconds`, it is interrupted then and its last progress line is the result."""
     cmd = [sys.executable, str(REPO / "scripts/data_prep.py"), str(source), "--out", str(out), "--tokenizer",
            NEOX_NAME, "--max-seq-len", str(seq), "--workers", str(workers)]
     if kind in ("parquet", "datasets"):
         cmd += ["--text-field", "content"]
     start = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
-    peak_tree = 0
+    peak_tree, interrupted = 0, False
     while True:  # reaped here, not by Popen, to get the child's own rusage (its peak RSS)
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
         peak_tree = max(peak_tree, _tree_rss(child.pid))
+        if seconds and not interrupted and time.perf_counter() - start > seconds:
+            child.send_signal(signal.SIGINT)  # data_prep removes its partial output and exits
+            interrupted = True
         time.sleep(0.1)
-    seconds = time.perf_counter() - start
-    output = child.stdout.read()
+    wall = time.perf_counter() - start
+    output, errors = child.stdout.read(), child.stderr.read()
+    result = {"peak_rss_mb": round(usage.ru_maxrss / 1024), "peak_rss_with_workers_mb": round(peak_tree / 2**20)}
+    if interrupted:
+        progress = [line for line in errors.splitlines() if line.startswith("data_prep: ") and "tokens/s" in line]
+        if not progress:
+            raise SystemExit(f"no progress line within {seconds} s: {' '.join(cmd)}")
+        numbers = [int(w.replace(",", "")) for w in progress[-1].split() if w.replace(",", "").isdigit()]
+        return {"stopped_after_s": round(wall), "documents": numbers[0], "tokens": numbers[1],
+                "tokens_per_s": numbers[2], **result}
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"data_prep failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}")
     tokens = int(next(line for line in output.splitlines() if line.strip().startswith("tokens")).split()[1].replace(",", ""))
-    return {"tokens": tokens, "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "peak_rss_with_workers_mb": round(peak_tree / 2**20)}
+    return {"tokens": tokens, "seconds": round(wall, 1), "tokens_per_s": round(tokens / wall), **result}
 
 
 def read_only(source: str, text_field: str) -> None:
@@ -199,6 +213,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--dir", default="/tmp/bench-data-formats", help="scratch folder (removed at the end)")
+    parser.add_argument("--seconds", type=float, default=0,
+                        help="stop each data_prep run after this long and report its rate so far (0: run to the end)")
     parser.add_argument("--keep", action="store_true", help="keep the corpora in --dir for another run")
     parser.add_argument("--read", action="store_true",
                         help="also time reading each format alone (no tokenizer), with its peak RSS")
@@ -222,7 +238,7 @@ def main() -> None:
             for workers in [int(w) for w in args.workers.split(",") if w]:
                 out = root / f"out-{kind}-{workers}"
                 shutil.rmtree(out, ignore_errors=True)
-                result = run_prep(source, out, kind, workers, args.seq)
+                result = run_prep(source, out, kind, workers, args.seq, args.seconds)
                 shutil.rmtree(out, ignore_errors=True)
                 print(json.dumps({"format": kind, "input_mb": round(size / 1e6), "text_mb": args.mb,
                                   "workers": workers, **result}), flush=True)
