@@ -1,7 +1,7 @@
 """Parquet and Arrow inputs, read a batch at a time: only the columns that --text-field and --filter name.
 
-  * `.parquet`: row group by row group (`pyarrow.parquet.ParquetFile.iter_batches`), never the whole
-    file; The Stack ships this way (`content`, `lang`, ...).
+  * `.parquet`: row group by row group (`ParquetFile.read_row_group`), never the whole file; The
+    Stack ships this way (`content`, `lang`, ...).
   * `.arrow`: Arrow IPC, the stream format that Hugging Face `datasets` writes with `save_to_disk` (and
     in its cache), or the random-access file format; read through a plain file, not a memory map,
     so resident memory is one record batch, not the file.
@@ -116,7 +116,11 @@ def _parquet(path: Path, selection: Selection) -> Iterator[Record]:
             yield resolved
             return
         columns = sorted({parts[0] for parts in resolved.values()})
-        yield from _records(path, parquet.iter_batches(batch_size=_BATCH_ROWS, columns=columns), resolved, selection)
+        # One row group at a time, each freed before the next (iter_batches' read-ahead kept growing
+        # on a 500 MB file: docs/performance.md, P8).
+        batches = (batch for group in range(parquet.num_row_groups)
+                   for batch in parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=_BATCH_ROWS))
+        yield from _records(path, batches, resolved, selection)
 
 
 def _arrow_batches(source: pa.NativeFile) -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:

@@ -44,7 +44,7 @@ from llmtrain.errors import closest
 # cut only by the input, never by the worker count, so chunking cannot change the output.
 _CHUNK_CHARS = 1 << 20
 _CHUNK_DOCS = 1024
-_SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records are listed on stderr; all are counted
+_SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records per input are listed on stderr; all are counted
 _COMPRESSIONS = ("zstd", "gz", "bz2", "br", "snappy")
 # Written into index.json for every shard file; the loader checks a fetched shard against it
 # (llmtrain/data/stream.py), so a flipped byte is an error, not a different token.
