@@ -151,8 +151,11 @@ def run_prep(source: Path, out: Path, kind: str, workers: int, seq: int, seconds
     if kind in ("parquet", "datasets"):
         cmd += ["--text-field", "content"]
     start = time.perf_counter()
+    # SIGINT back to its default in the child: a shell's background job inherits it ignored, and then
+    # Python installs no KeyboardInterrupt handler.
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
+                             env={**os.environ, "PYTHONPATH": str(REPO)},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     peak_tree, interrupted = 0, False
     while True:  # reaped here, not by Popen, to get the child's own rusage (its peak RSS)
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
