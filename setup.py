@@ -52,8 +52,8 @@ setup(
         "zstandard>=0.22",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        "test": ["pytest>=8", "pytest-timeout", "torchao==0.18.0"],  # torchao: the FP8 tests (emulated on CPU)
         # Hopper speed (issue 18): FP8 GEMMs; never needed on CPU.
-        "hopper": ["torchao==0.18.0"],
+        "hopper": ["torchao==0.18.0", "flash-attn-4==4.0.0b36"],
     },
 )

@@ -8,6 +8,8 @@ forward + backward (torch.autograd.grad of all of q, k, v), for:
   SDPA cuDNN, causal, no bias          PyTorch's other fused causal kernel, for reference
   SDPA + ALiBi bias tensor             explicit (1, H, S, S) additive bias, causal as -inf
   flex ALiBi causal / + docs           compiled flex_attention, ALiBi score_mod, causal (+ document) BlockMask
+  flex FA4 ALiBi causal / + docs       the same through FlashAttention-4 (BACKEND=FLASH, `pip install '.[hopper]'`),
+                                       with MPT's score mod (slopes from the head index, as the model runs it)
   ours causal / ALiBi / ALiBi + docs   llmtrain.kernels.flash_alibi_attention
 Documents: --docs per row, random lengths (fixed seed). TFLOP/s counts causal work whatever the
 masks skip: forward 2 matmuls * 2 flops * B*H*S*S*D / 2, forward+backward 3.5 times that (the backward
@@ -30,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 import llmtrain.kernels.flash_alibi as fa
-from llmtrain.models.mpt.attention import alibi_slopes
+from llmtrain.models.mpt.attention import AttentionPlan, alibi_slopes
 
 
 def random_documents(batch: int, seq: int, docs: int, seed: int = 0) -> torch.Tensor:
@@ -89,6 +91,8 @@ def bench_shape(B, H, S, D, docs, device="cuda", dtype=torch.bfloat16):
     same_doc = create_block_mask(lambda b, h, qi, kv: (qi >= kv) & (seq_id[b, qi] == seq_id[b, kv]),
                                  B, None, S, S, device=device)
     flex = torch.compile(flex_attention, dynamic=False)
+    mpt_alibi = AttentionPlan(backend="flex", batch_size=B, seq_len=S, device=torch.device(device), slopes=slopes).score_mod()
+    fa4 = {"BACKEND": "FLASH"}
 
     def sdpa(backend):
         def run(q, k, v):
@@ -104,6 +108,10 @@ def bench_shape(B, H, S, D, docs, device="cuda", dtype=torch.bfloat16):
         "flex ALiBi causal": lambda q, k, v: flex(q, k, v, score_mod=alibi_mod, block_mask=causal, scale=scale),
         f"flex ALiBi + {docs} docs": lambda q, k, v: flex(q, k, v, score_mod=alibi_mod, block_mask=same_doc,
                                                           scale=scale),
+        "flex FA4 ALiBi causal": lambda q, k, v: flex(q, k, v, score_mod=mpt_alibi, block_mask=causal, scale=scale,
+                                                      kernel_options=fa4),
+        f"flex FA4 ALiBi + {docs} docs": lambda q, k, v: flex(q, k, v, score_mod=mpt_alibi, block_mask=same_doc,
+                                                              scale=scale, kernel_options=fa4),
         "ours causal, no bias": lambda q, k, v: fa.flash_alibi_attention(q, k, v),
         "ours ALiBi": lambda q, k, v: fa.flash_alibi_attention(q, k, v, slopes=slopes),
         f"ours ALiBi + {docs} docs": lambda q, k, v: fa.flash_alibi_attention(q, k, v, slopes=slopes,
@@ -118,8 +126,8 @@ def bench_shape(B, H, S, D, docs, device="cuda", dtype=torch.bfloat16):
         tuned = {label: len(kernel.cache) for label, kernel in kernels.items()}
         try:
             torch.autograd.grad(fn(q, k, v), (q, k, v), do)  # compiles, autotunes
-        except RuntimeError as e:  # e.g. a backend this build or card lacks
-            print(f"{name}: skipped ({str(e).splitlines()[0]})")
+        except Exception as e:  # e.g. a backend this build or card lacks (inductor raises its own types)
+            print(f"{name}: skipped ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]})")
             continue
         for label, kernel in kernels.items():
             if len(kernel.cache) > tuned[label]:  # this call tuned it: show how the candidates did

@@ -10,7 +10,7 @@ import llmtrain.data.synthetic  # noqa: F401
 import llmtrain.loggers  # noqa: F401
 import llmtrain.models  # noqa: F401
 import llmtrain.optim  # noqa: F401
-from llmtrain.config import TokenizerConfig
+from llmtrain.config import TokenizerConfig, TrainConfig
 from llmtrain.registry import Registry, algorithms, callbacks, dataloaders, loggers, models, optimizers, schedulers
 
 
@@ -26,6 +26,17 @@ def _build_keyed(reg: Registry, sections: dict, key: str, *args) -> list:
 def build_tokenizer(cfg: TokenizerConfig):
     from llmtrain.data.tokenizer import build_tokenizer as build
     return build(cfg.name, **cfg.kwargs)
+
+
+def build_icl_evaluator(cfg: TrainConfig, tokenizer, batch_size: int):
+    """The ICLEvaluator callback for `cfg.icl_tasks` (reads every task file now), or None."""
+    if not cfg.icl_tasks:
+        return None
+    from llmtrain.eval.callback import ICLEvaluator
+    from llmtrain.eval.evaluator import load_tasks
+
+    tasks = load_tasks(cfg.icl_tasks, tokenizer, cfg.model.get("max_seq_len", cfg.max_seq_len))
+    return ICLEvaluator(tasks, tokenizer, batch_size, cfg.eval_interval, cfg.eval_gauntlet)
 
 
 def build_model(section: dict):

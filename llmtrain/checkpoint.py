@@ -76,6 +76,16 @@ def allowed_globals() -> list:
     return [datetime.timedelta, TorchVersion, reconstruct, np.ndarray, np.dtype, type(state.dtype)]
 
 
+def _unpickling_reason(err: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only error that names what was refused: torch 2.7 puts it last in the
+    first paragraph, 2.11+ after a generic paragraph ("Trying to load unsupported GLOBAL ...")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
 def safe_torch_load(source, name=None, **kwargs) -> Any:
     """torch.load(weights_only=True) allowing `allowed_globals()`; anything else is an UnsafeCheckpoint
     naming `name` (default: the file)."""
@@ -83,7 +93,7 @@ def safe_torch_load(source, name=None, **kwargs) -> Any:
         try:
             return torch.load(source, map_location="cpu", weights_only=True, **kwargs)
         except pickle.UnpicklingError as err:
-            reason = str(err).split("\n\n")[0].splitlines()[-1] if str(err) else type(err).__name__
+            reason = _unpickling_reason(err)
             raise UnsafeCheckpoint(f"{name or getattr(source, 'name', source)}: not loaded: it is not a plain-data "
                                    f"checkpoint ({reason}); load only checkpoints you trust (for training, "
                                    f"{TRUST_ENV}=1 skips this check)") from None
@@ -644,16 +654,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 # --- Conversion to Hugging Face ------------------------------------------------------------------------
 
-def convert_to_hf(checkpoint: str, out_dir, config: Optional[str] = None, dtype: Optional[torch.dtype] = None,
-                  tokenizer: bool = True) -> Path:
-    """Write the model of a Composer checkpoint (see `read_checkpoint`) as a folder that stock
-    `transformers.MptForCausalLM.from_pretrained` loads (safetensors weights, tokenizer files). The model
-    and tokenizer sections come from the checkpoint, or from `config` (a run's config.yaml) if given."""
+def model_from_checkpoint(checkpoint: str, config: Optional[str] = None):
+    """(ComposerMPT with the checkpoint's weights, on CPU, in eval mode; the recipe it was built from, a dict
+    with `model` and usually `tokenizer`). The sections come from the checkpoint, or from `config` (a run's
+    config.yaml) if given; see `read_checkpoint` for what CHECKPOINT may be."""
     from omegaconf import OmegaConf
 
     from llmtrain import builders
-    from llmtrain.config import TokenizerConfig
-    from llmtrain.models.mpt.hf_interop import export_hf
 
     contents = read_checkpoint(checkpoint)
     recipe = contents.recipe
@@ -671,7 +678,19 @@ def convert_to_hf(checkpoint: str, out_dir, config: Optional[str] = None, dtype:
     if missing or unexpected:
         raise UserError(f"checkpoint '{checkpoint}': weights do not match its model section (missing {missing[:3]}, "
                         f"unexpected {unexpected[:3]})")
+    return model.eval(), recipe
+
+
+def convert_to_hf(checkpoint: str, out_dir, config: Optional[str] = None, dtype: Optional[torch.dtype] = None,
+                  tokenizer: bool = True) -> Path:
+    """Write the model of a Composer checkpoint (see `model_from_checkpoint`) as a folder that stock
+    `transformers.MptForCausalLM.from_pretrained` loads (safetensors weights, tokenizer files)."""
+    from llmtrain import builders
+    from llmtrain.config import TokenizerConfig
+    from llmtrain.models.mpt.hf_interop import export_hf
+
+    model, recipe = model_from_checkpoint(checkpoint, config)
     tok = None
     if tokenizer and recipe.get("tokenizer"):
         tok = builders.build_tokenizer(TokenizerConfig(**recipe["tokenizer"]))
-    return export_hf(model.model.eval(), out_dir, tok, dtype=dtype)
+    return export_hf(model.model, out_dir, tok, dtype=dtype)

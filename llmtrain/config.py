@@ -18,6 +18,7 @@ import yaml
 from llmtrain import registry
 from llmtrain.distributed import validate_fsdp_section
 from llmtrain.errors import UserError
+from llmtrain.eval.tasks import GauntletConfig, ICLTaskConfig, check_sections, read_sections
 from llmtrain.schema import parse_section
 
 Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', or an int of batches
@@ -27,6 +28,17 @@ Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', o
 class TokenizerConfig:
     name: str
     kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fp8Config:
+    """The `fp8:` section, read with `precision: amp_fp8` (llmtrain/models/fp8.py)."""
+
+    # torchao's recipes: one scale per tensor (fastest), per row, or per row with the grad-weight GEMM
+    # kept in high precision (most accurate).
+    recipe: Literal["tensorwise", "rowwise", "rowwise_with_gw_hp"] = "tensorwise"
+    # float8 numerics emulated in high precision: for tests on machines without FP8 GEMMs (CPU).
+    emulate: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,11 +55,16 @@ class TrainConfig:
     eval_interval: Duration = 1
     eval_first: bool = False
     eval_subset_num_batches: int = -1
+    # In-context-learning tasks scored every eval_interval (llmtrain/eval/; a list, or a YAML file's path)
+    icl_tasks: Optional[list[ICLTaskConfig]] = None
+    eval_gauntlet: Optional[GauntletConfig] = None
     scheduler: Optional[dict] = None
     algorithms: dict = field(default_factory=dict)
     device_train_microbatch_size: Union[int, Literal["auto"]] = 1
     device_eval_batch_size: Optional[int] = None
+    # amp_fp8: bf16 autocast with the blocks' GEMMs in float8 (torchao; the `fp8:` section, llmtrain/models/fp8.py)
     precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] = "amp_bf16"
+    fp8: Fp8Config = field(default_factory=Fp8Config)
     fsdp_config: Optional[dict] = None
     compile_config: Optional[dict] = None
     save_folder: Optional[str] = None
@@ -200,6 +217,11 @@ def _check_durations(cfg: TrainConfig) -> None:
 
 def _check_components(cfg: TrainConfig) -> None:
     _check_durations(cfg)
+    if cfg.autoresume and not cfg.save_folder:
+        raise UserError("autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false")
+    check_sections(cfg.icl_tasks, cfg.eval_gauntlet)
+    if cfg.eval_gauntlet is not None and not cfg.icl_tasks:
+        raise UserError("eval_gauntlet: needs icl_tasks to average; add icl_tasks or remove eval_gauntlet")
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
     for section, reg in _NAMED_SECTIONS.items():
@@ -245,7 +267,7 @@ def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<conf
     import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
 
     data = apply_overrides(data, list(overrides))
-    cfg = parse_section(TrainConfig, resolve(data, source), "")
+    cfg = parse_section(TrainConfig, read_sections(resolve(data, source)), "")
     _check_components(cfg)
     cfg = _with_retry_timeout(cfg)
     if cfg.run_name is None:

@@ -4,6 +4,8 @@ Panels, all over training steps, each drawn only when the run logged what it nee
   loss        train loss (raw and smoothed) and every evaluator's `metrics/<label>/LanguageCrossEntropy`
   lr          the learning rate each step applied
   throughput  tokens/s over all ranks, per device when speed_monitor logs it, and MFU (right axis)
+  icl         every in-context-learning accuracy (`icl/<label>/<n>-shot`) and gauntlet score
+              (`icl/gauntlet/<category>`, dashed), from the ICLEvaluator (llmtrain/eval/)
   data mix    each stream's share of the tokens seen so far (`data/<stream>/tokens`, from
               data_mix_monitor) against its target `proportion` in config.yaml (dashed)
 
@@ -22,6 +24,7 @@ from llmtrain.errors import UserError
 
 _EVAL_LOSS = re.compile(r"^metrics/(?P<label>.+)/LanguageCrossEntropy$")
 _STREAM_TOKENS = re.compile(r"^data/(?P<stream>.+)/tokens$")
+_ICL = re.compile(r"^icl/(?P<name>.+)$")
 
 
 def _number(value) -> Optional[float]:
@@ -116,12 +119,15 @@ def plot_run(run_dir, out: Optional[Path] = None) -> Report:
     eval_labels = sorted(m["label"] for k in keys if (m := _EVAL_LOSS.match(k)) and m["label"] != "train")
     streams = [m["stream"] for k in sorted(keys) if (m := _STREAM_TOKENS.match(k))]
     streams = [s for s in targets if s in streams] + [s for s in streams if s not in targets]  # config order
+    icl_names = sorted(m["name"] for k in keys if (m := _ICL.match(k)))
 
     draws = [("loss", _draw_loss)]
     if _series(records, "lr")[0]:
         draws.append(("lr", _draw_lr))
     if _series(records, "tokens_per_sec")[0]:
         draws.append(("throughput", _draw_throughput))
+    if icl_names:
+        draws.append(("icl", _draw_icl))
     if streams:
         draws.append(("data mix", _draw_mix))
 
@@ -130,7 +136,8 @@ def plot_run(run_dir, out: Optional[Path] = None) -> Report:
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.2 * rows), squeeze=False)
     for ax in axes.flat[len(draws):]:
         ax.set_visible(False)
-    ctx = {"records": records, "eval_labels": eval_labels, "streams": streams, "targets": targets}
+    ctx = {"records": records, "eval_labels": eval_labels, "streams": streams, "targets": targets,
+           "icl_names": icl_names}
     for ax, (_, draw) in zip(axes.flat, draws):
         draw(ax, **ctx)
         ax.set_xlabel("step")
@@ -188,6 +195,15 @@ def _draw_throughput(ax, records, **_):
         handles.append(twin.lines[0])
         labels.append("MFU (right axis)")
     ax.legend(handles, labels, loc="lower right", fontsize=9)
+
+
+def _draw_icl(ax, records, icl_names, **_):
+    for i, name in enumerate(icl_names):
+        style = "--" if name.startswith("gauntlet/") else "-"
+        ax.plot(*_series(records, f"icl/{name}"), style, marker="o", markersize=4, color=f"C{i % 10}", label=name)
+    ax.set_title("In-context learning (icl_tasks)")
+    ax.set_ylabel("accuracy (gauntlet: above chance)")
+    ax.legend(loc="best", fontsize=8)
 
 
 def _draw_mix(ax, records, streams, targets, **_):

@@ -16,6 +16,7 @@ from llmtrain.data import remote
 from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
                                   parallelism_for)
 from llmtrain.errors import UserError
+from llmtrain.models import fp8
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:
@@ -39,8 +40,18 @@ def device_batch_size(cfg: TrainConfig) -> int:
     return cfg.global_train_batch_size // world
 
 
+def composer_precision(precision: str, device: str) -> str:
+    """Composer's precision for ours: autocast is a GPU feature here; amp_fp8 is bf16 autocast around
+    torchao's float8 GEMMs (Composer's own amp_fp8 is TransformerEngine's, which we do not use)."""
+    if device != "gpu":
+        return "fp32"
+    return "amp_bf16" if precision == "amp_fp8" else precision
+
+
 def build_trainer(cfg: TrainConfig) -> Trainer:
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    if cfg.precision == "amp_fp8":
+        fp8.check_supported(device, cfg.fp8)
     adopt_torchrun_env()  # before anything asks Composer for the node rank
     dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
     reproducibility.seed_all(cfg.seed)
@@ -56,13 +67,19 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         # Only FSDP materialises meta weights; an unsharded run builds them in host memory instead.
         model_section = {**model_section, "init_device": "cpu"}
     tokenizer = builders.build_tokenizer(cfg.tokenizer)
+    eval_batch_size = cfg.device_eval_batch_size or batch_size
+    icl_evaluator = builders.build_icl_evaluator(cfg, tokenizer, eval_batch_size)  # reads the task files first
     model = builders.build_model(model_section)
+    callbacks = [*builders.build_callbacks(cfg.callbacks), *checkpoint.callbacks(cfg)]
+    if cfg.precision == "amp_fp8":  # before the Trainer applies FSDP2 and compile, as torchao needs
+        fp8.convert(model, cfg.fp8, fsdp=parallelism is not None)
+        if fp8.all_gathers_in_fp8(model):
+            callbacks.append(fp8.Fp8ScalePrecompute())
     remote.set_retry_timeout(cfg.object_store_retry_timeout)  # how long reads wait out an outage
     train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
     eval_loader = None
     if cfg.eval_loader is not None:
-        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer,
-                                                cfg.device_eval_batch_size or batch_size)
+        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer, eval_batch_size)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
     algorithms = builders.build_algorithms(cfg.algorithms)
@@ -76,17 +93,18 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         model=model,
         train_dataloader=train_loader,
         eval_dataloader=eval_loader,
-        eval_interval=cfg.eval_interval,
+        # Composer's interval is for eval_loader only (it warns without one); ICLEvaluator keeps its own.
+        eval_interval=cfg.eval_interval if eval_loader is not None else 1,
         eval_subset_num_batches=cfg.eval_subset_num_batches,
         optimizers=optimizer,
         schedulers=scheduler,
         algorithms=algorithms,
-        callbacks=[*builders.build_callbacks(cfg.callbacks), *checkpoint.callbacks(cfg)],
+        callbacks=[*callbacks, *([icl_evaluator] if icl_evaluator else [])],
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir),
                  *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],
         max_duration=cfg.max_duration,
-        precision=cfg.precision if device == "gpu" else "fp32",  # autocast is a GPU feature here
+        precision=composer_precision(cfg.precision, device),
         device=device,
         device_train_microbatch_size=cfg.device_train_microbatch_size,
         parallelism_config=parallelism,

@@ -45,32 +45,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _checkpoint_of(path: Path) -> Path:
-    """A run directory stands for its save folder, a save folder for its latest checkpoint."""
-    from llmtrain.checkpoint import LATEST
-
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    if (path / LATEST).exists():
-        return path / LATEST
-    return path
-
-
-def _run_config(checkpoint: Path) -> Path | None:
-    """The run's config.yaml: save_folder is usually RUN_DIR/checkpoints, so look beside and above."""
-    folder = checkpoint.resolve().parent
-    for candidate in (folder, folder.parent, folder.parent.parent):
-        if (candidate / "config.yaml").is_file():
-            return candidate / "config.yaml"
-    return None
-
-
 def generate(args: argparse.Namespace) -> list[str]:
     import torch
     import transformers
 
     from llmtrain.checkpoint import convert_to_hf
     from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
+    from llmtrain.models.sources import checkpoint_of, run_config_of
 
     with tempfile.TemporaryDirectory(prefix="llmtrain-generate-") as tmp:
         local = Path(args.model)
@@ -80,8 +61,8 @@ def generate(args: argparse.Namespace) -> list[str]:
         if (local / "config.json").is_file():
             folder = local
         else:  # a checkpoint; convert_to_hf says what is wrong with anything else
-            checkpoint = args.model if remote else str(_checkpoint_of(local))
-            config = args.config or (None if remote else _run_config(Path(checkpoint)))
+            checkpoint = args.model if remote else str(checkpoint_of(local))
+            config = args.config or (None if remote else run_config_of(Path(checkpoint)))
             folder = convert_to_hf(checkpoint, Path(tmp) / "hf", config=str(config) if config else None)
         if args.tokenizer or not (folder / "tokenizer.json").is_file():
             tokenizer = build_tokenizer(args.tokenizer or NEOX_NAME, key="--tokenizer")

@@ -39,6 +39,10 @@ def error_of(action) -> str:
     (["tokenizer.name=5"], "tokenizer.name: expected a string, got int 5"),
     (["callbacks.speed_monitor=5"], "callbacks.speed_monitor: expected a mapping of options (use {} for none), got 5"),
     (["max_seq_len.foo=1"], "max_seq_len: expected an integer, got dict {'foo': 1}"),
+    (["save_folder=null", "autoresume=true"],
+     "autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false"),
+    (["fp8.recipe=blockwise"], "fp8.recipe: 'blockwise' is not allowed (did you mean 'rowwise'?); choose one of: "
+                               "tensorwise, rowwise, rowwise_with_gw_hp"),
     (["~"], "override '~': expected dotted.key=value (or ~dotted.key to remove a key), e.g. optimizer.lr=1e-4"),
 ])
 def test_bad_recipe_value_or_override(overrides, message):

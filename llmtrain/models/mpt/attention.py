@@ -8,7 +8,9 @@ Backends compute the same thing:
 - `torch`: `F.scaled_dot_product_attention` with an explicit additive bias (the reference; plain causal
   attention without ALiBi/masks goes through SDPA's own causal kernels).
 - `flex`: `torch.nn.attention.flex_attention`, ALiBi as `score_mod`, masks as a `BlockMask`, so fully
-  masked blocks are skipped. On CUDA it is compiled; elsewhere it runs flex's eager reference.
+  masked blocks are skipped. On CUDA it is compiled, with FlashAttention-4's kernels where they are
+  installed and handle the case, else flex's Triton kernel (flex_backend.py); elsewhere it runs flex's
+  eager reference.
 
 Masks are built once per forward (`AttentionPlan`) and shared by every layer.
 """
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from llmtrain.kernels import flash_alibi_attention
+from llmtrain.models.mpt.flex_backend import TRITON, kernel_options
 
 
 def alibi_slopes(n_heads: int, alibi_bias_max: float = 8.0, device=None) -> torch.Tensor:
@@ -53,17 +56,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
-def resolve_backend(attn_impl: str, device: torch.device, dropout_p: float, padded: bool = False) -> str:
+def resolve_backend(attn_impl: str, device: torch.device, dropout_p: float, padded: bool = False,
+                    needs_grad: bool = False) -> str:
     """'torch', 'flex' or 'triton' for a configured `attn_impl`.
 
     `flash` means "the fastest path that supports ALiBi and document masks": compiled flex on CUDA,
     which matches our own Triton kernel with ALiBi and beats it with documents (docs/performance.md).
     `triton` is that kernel (llmtrain/kernels/flash_alibi.py); it has no padding mask, so padded
-    batches go through flex. On CPU flex only has a slow eager reference and Triton needs a GPU, so
-    both fall back to torch there, and whenever attention dropout is active (neither has dropout).
+    batches go through flex. On CPU flex only has a slow eager reference, with no backward since torch
+    2.8, and Triton needs a GPU: so there `flash` and `triton` run torch, and `flex` runs torch whenever
+    gradients are needed (the same attention). Attention dropout also means torch (neither has dropout).
     """
-    if attn_impl in ("torch", "flex"):
-        return attn_impl
+    if attn_impl == "torch":
+        return "torch"
+    if attn_impl == "flex":
+        return "torch" if device.type != "cuda" and needs_grad else "flex"
     if device.type != "cuda" or dropout_p != 0:
         return "torch"
     return "triton" if attn_impl == "triton" and not padded else "flex"
@@ -82,6 +89,7 @@ class AttentionPlan:
     sequence_id: Optional[torch.Tensor] = None  # (B, S) document of each token
     key_keep: Optional[torch.Tensor] = None  # (B, S) bool, False for padding
     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # cos, sin
+    flex_backend: str = TRITON  # compiled flex's kernel: TRITON or FLASH (FlashAttention-4)
     _bias: dict = field(default_factory=dict)
     _block_mask: Optional[BlockMask] = None
 
@@ -177,7 +185,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
         return _triton_attention(q, k, v, plan, scale)
     if plan.backend == "flex":
         return _flex(q)(q, k, v, score_mod=plan.score_mod(), block_mask=plan.block_mask(), scale=scale,
-                        enable_gqa=gqa)
+                        enable_gqa=gqa, kernel_options=kernel_options(plan.flex_backend))
     if plan.only_causal:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p,
                                               enable_gqa=gqa)
@@ -187,16 +195,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPla
 
 def build_plan(*, attn_impl: str, batch_size: int, seq_len: int, device: torch.device, dropout_p: float,
                n_heads: int, alibi: bool, alibi_bias_max: float, rope_theta: Optional[float], head_dim: int,
-               sequence_id: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor]) -> AttentionPlan:
+               sequence_id: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
+               flex_backend: str = TRITON) -> AttentionPlan:
     """The plan for one forward. `sequence_id` restricts attention to the token's own document;
-    `attention_mask` (B, S), 1 = real token, 0 = padding, removes padding keys."""
+    `attention_mask` (B, S), 1 = real token, 0 = padding, removes padding keys; `flex_backend` is the
+    kernel compiled flex runs (flex_backend.choose), taken only without padding."""
     key_keep = None
     if attention_mask is not None and not bool(attention_mask.all()):
         key_keep = attention_mask.bool()
     return AttentionPlan(
-        backend=resolve_backend(attn_impl, device, dropout_p, padded=key_keep is not None),
+        backend=resolve_backend(attn_impl, device, dropout_p, padded=key_keep is not None,
+                                needs_grad=torch.is_grad_enabled()),
         batch_size=batch_size, seq_len=seq_len, device=device,
         slopes=alibi_slopes(n_heads, alibi_bias_max, device) if alibi else None,
         alibi_bias_max=alibi_bias_max,
-        sequence_id=sequence_id, key_keep=key_keep,
+        sequence_id=sequence_id, key_keep=key_keep, flex_backend=flex_backend if key_keep is None else TRITON,
         rope=rope_cos_sin(seq_len, head_dim, rope_theta, device) if rope_theta is not None else None)

@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from llmtrain.models.mpt import flex_backend
 from llmtrain.models.mpt.attention import apply_rope, attend, build_plan
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.models.mpt.param_init import init_module
@@ -145,6 +146,15 @@ class MPTBlock(nn.Module):
 
 # ------------------------------------------------------------------------------------------ model
 
+def _flex_backend(config: MPTConfig) -> str:
+    """The kernel compiled flex will run for this model on this machine's GPU (TRITON without one)."""
+    attn = config.attn_config
+    if attn["attn_impl"] not in ("flex", "flash") or not torch.cuda.is_available():
+        return flex_backend.TRITON
+    return flex_backend.choose(config.n_heads, kv_heads(config), config.d_model // config.n_heads,
+                               float(attn["alibi_bias_max"]), bool(attn["alibi"]), bool(attn["attn_uses_sequence_id"]))
+
+
 class MPTModel(nn.Module):
     """Embeddings, blocks, final norm: tokens (B, S) → hidden states (B, S, d_model)."""
 
@@ -157,6 +167,7 @@ class MPTModel(nn.Module):
         self.emb_drop = nn.Dropout(config.emb_pdrop)
         self.blocks = nn.ModuleList(MPTBlock(config) for _ in range(config.n_layers))
         self.norm_f = build_norm(config, config.d_model)
+        self.flex_backend = _flex_backend(config)
 
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 sequence_id: Optional[torch.Tensor] = None,
@@ -185,7 +196,8 @@ class MPTModel(nn.Module):
             dropout_p=attn["attn_pdrop"] if self.training else 0.0, n_heads=cfg.n_heads,
             alibi=attn["alibi"], alibi_bias_max=attn["alibi_bias_max"],
             rope_theta=attn["rope_theta"] if attn["rope"] else None, head_dim=cfg.d_model // cfg.n_heads,
-            sequence_id=sequence_id if attn["attn_uses_sequence_id"] else None, attention_mask=attention_mask)
+            sequence_id=sequence_id if attn["attn_uses_sequence_id"] else None, attention_mask=attention_mask,
+            flex_backend=self.flex_backend)
         for block in self.blocks:
             x = block(x, plan)
         return self.norm_f(x)

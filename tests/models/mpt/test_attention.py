@@ -6,8 +6,8 @@ from llmtrain.models.mpt.attention import alibi_slopes, apply_rope, build_plan, 
 from tests.models.conftest import tiny_model, token_batch
 
 DOCS = torch.tensor([[0] * 5 + [1] * 7 + [2] * 4, [0] * 16])  # two rows, three and one documents
-# Flex is compared where it trains: compiled on CUDA when there is one, else flex's eager CPU reference
-# (torch 2.7 can backprop through it on CPU; later releases refuse CPU backward).
+# Flex is compared where it trains: compiled on CUDA when there is one, else flex's eager CPU reference,
+# forward only (torch >= 2.8 has no flex backward on CPU: training there runs torch, resolve_backend).
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPE = dict(d_model=64, n_heads=4)  # head size 16: the smallest compiled flex takes
 
@@ -48,6 +48,8 @@ def test_flash_and_triton_pick_flex_on_cuda_only():
     assert resolve_backend("flash", cpu, 0.0) == "torch"
     assert resolve_backend("flash", cuda, 0.1) == "torch"  # flex has no attention dropout
     assert resolve_backend("flex", cpu, 0.0) == "flex"
+    assert resolve_backend("flex", cpu, 0.0, needs_grad=True) == "torch"  # no flex backward on CPU
+    assert resolve_backend("flex", cuda, 0.0, needs_grad=True) == "flex"
     assert resolve_backend("torch", cuda, 0.0) == "torch"
 
 
@@ -69,15 +71,31 @@ def test_flex_matches_torch_outputs_and_grads(position, documents):
     models["flex"].load_state_dict(models["torch"].state_dict())
     batch = {k: v.to(DEVICE) for k, v in token_batch().items()}
     sequence_id = DOCS.to(DEVICE) if documents else None
+    train = DEVICE.type == "cuda"  # flex has no backward on CPU
     results = {}
     for impl, model in models.items():
-        out = model(batch["input_ids"], sequence_id=sequence_id, labels=batch["labels"])
-        out.loss.backward()
+        with torch.set_grad_enabled(train):
+            out = model(batch["input_ids"], sequence_id=sequence_id, labels=batch["labels"])
+        if train:
+            out.loss.backward()
         results[impl] = (out.logits, {n: p.grad for n, p in model.named_parameters()})
     (torch_logits, torch_grads), (flex_logits, flex_grads) = results["torch"], results["flex"]
     assert (torch_logits - flex_logits).abs().max().item() < 1e-5
-    for name, grad in torch_grads.items():
+    for name, grad in torch_grads.items() if train else ():
         assert torch.allclose(grad, flex_grads[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_flex_trains_on_cpu_through_torch_attention():
+    # torch >= 2.8 refuses flex's backward on CPU; `attn_impl: flex` still trains there, as torch would.
+    models = {impl: tiny_model(**SHAPE, no_bias=True, attn_config={"alibi": True, "attn_uses_sequence_id": True,
+                                                                    "attn_impl": impl}) for impl in ("torch", "flex")}
+    models["flex"].load_state_dict(models["torch"].state_dict())
+    batch = token_batch()
+    grads = {}
+    for impl, model in models.items():
+        model(batch["input_ids"], sequence_id=DOCS, labels=batch["labels"]).loss.backward()
+        grads[impl] = model.transformer.blocks[0].attn.Wqkv.weight.grad
+    assert grads["flex"].abs().sum() > 0 and torch.equal(grads["flex"], grads["torch"])
 
 
 @pytest.mark.parametrize("impl", ["torch", "flex"])
@@ -136,3 +154,13 @@ def test_gpu_backends_match_torch(documents, impl):
         outs[name] = (out.logits.float(), model.transformer.blocks[0].attn.Wqkv.weight.grad)
     assert (outs["torch"][0] - outs[impl][0]).abs().max().item() < 0.1  # bf16 rounding
     assert torch.allclose(outs["torch"][1], outs[impl][1], atol=1e-2, rtol=5e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("documents", [False, True])
+def test_gpu_flex_runs_flash_attention_4_where_installed(documents):
+    from llmtrain.models.mpt import flex_backend
+    if not flex_backend.flash_installed():
+        pytest.skip("flash-attn-4 is not installed (pip install '.[hopper]')")
+    # MPT-1B's heads with ALiBi: FA4 compiles and agrees with flex's Triton kernel, so it is chosen
+    assert flex_backend.choose(16, 16, 128, 8.0, True, documents) == flex_backend.FLASH
