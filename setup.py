@@ -46,6 +46,10 @@ setup(
         "triton",
         "safetensors",
         "cramjam",
+        # Data prep (issue 20): parquet / arrow / `datasets` folders a batch at a time, and .zst decompressed
+        # as it is read (cramjam only decompresses whole buffers).
+        "pyarrow>=15",
+        "zstandard>=0.22",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "torchao==0.18.0"],  # torchao: the FP8 tests (emulated on CPU)

@@ -12,15 +12,19 @@ shape lets our loader check `max_seq_len` from the index before training starts.
 Tokenization runs in `workers` processes; results are consumed in submission order, so the output is
 byte-identical for any worker count. A literal "<|endoftext|>" inside a document is tokenized as text:
 only the EOS we append marks a document boundary.
+
+Which records are documents is llmtrain/data/sources.py's business (formats, --text-field, --filter);
+what was read and written, per input, is printed at the end and kept in the output's manifest.json
+(llmtrain/data/manifest.py).
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -29,7 +33,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from llmtrain.data.encode import Encoder, encode_in_worker, init_worker
-from llmtrain.data.sources import BadRecord, Document, find_input_files, read_records
+from llmtrain.data.fields import Selection, make_selection
+from llmtrain.data.manifest import MANIFEST_NAME, InputFile, InputSummary, PrepSummary, manifest, sha256_of, write_manifest
+from llmtrain.data.sources import BadRecord, Filtered, Input, find_inputs, read_records
 from llmtrain.data.tokenizer import build_tokenizer
 from llmtrain.errors import UserError
 from llmtrain.errors import closest
@@ -38,46 +44,11 @@ from llmtrain.errors import closest
 # cut only by the input, never by the worker count, so chunking cannot change the output.
 _CHUNK_CHARS = 1 << 20
 _CHUNK_DOCS = 1024
-_SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records are listed on stderr; all are counted
+_SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records per input are listed on stderr; all are counted
 _COMPRESSIONS = ("zstd", "gz", "bz2", "br", "snappy")
 # Written into index.json for every shard file; the loader checks a fetched shard against it
 # (llmtrain/data/stream.py), so a flipped byte is an error, not a different token.
 SHARD_HASHES = ["xxh64"]
-
-
-@dataclass
-class PrepSummary:
-    out: str
-    max_seq_len: int
-    dtype: str
-    files: int = 0
-    documents: int = 0
-    empty_documents: int = 0  # documents with no text: nothing to train on, counted, not written
-    skipped: Counter = field(default_factory=Counter)  # reason -> count (with --skip-bad)
-    tokens: int = 0  # all tokens produced, EOS included
-    samples: int = 0
-    shards: int = 0
-    dropped_tail_tokens: int = 0
-    seconds: float = 0.0
-
-    @property
-    def skipped_total(self) -> int:
-        return sum(self.skipped.values())
-
-    def lines(self) -> list[str]:
-        rate = self.tokens / max(self.seconds, 1e-9)
-        out = [
-            f"wrote {self.out}",
-            f"  files       {self.files:,}",
-            f"  documents   {self.documents:,} (+{self.empty_documents:,} empty, not written)",
-            f"  tokens      {self.tokens:,} (EOS after each document; {rate:,.0f} tokens/s)",
-            f"  samples     {self.samples:,} x {self.max_seq_len} tokens ({self.dtype})",
-            f"  shards      {self.shards:,}",
-            f"  dropped     {self.dropped_tail_tokens:,} tail tokens (less than one sample)",
-            f"  skipped     {self.skipped_total:,} bad records",
-        ]
-        out += [f"    {n:,} x {reason}" for reason, n in self.skipped.most_common()]
-        return out
 
 
 class _Packer:
@@ -127,51 +98,72 @@ class _Progress:
         return time.perf_counter() - self.start
 
 
-def _chunks(files: list[Path], summary: PrepSummary, skip_bad: bool) -> Iterator[list[str]]:
-    """Lists of document texts in input order; bad records raise, or are counted with skip_bad."""
-    texts: list[str] = []
-    chars = 0
-    for path in files:
-        summary.files += 1
-        for record in read_records(path):
+def _input_file(path: Path) -> InputFile:
+    try:
+        return InputFile(str(path), path.stat().st_size, sha256_of(path))
+    except OSError:  # its reader reports why it cannot be read
+        return InputFile(str(path), 0, "")
+
+
+def _texts(source: Input, summary: InputSummary, selection: Selection, skip_bad: bool) -> Iterator[str]:
+    """The document texts of one input in order; bad records raise, or are counted with skip_bad."""
+    for path in source.files:
+        summary.files.append(_input_file(path))
+        for record in read_records(path, selection):
+            if isinstance(record, Filtered):
+                summary.filtered += 1
+                continue
             if isinstance(record, BadRecord):
                 if not skip_bad:
                     raise UserError(f"{record.where}: {record.reason}; fix the input or pass --skip-bad "
                                     f"to skip (and count) bad records")
-                if summary.skipped_total < _SKIP_EXAMPLES:
+                if sum(summary.skipped.values()) < _SKIP_EXAMPLES:
                     print(f"data_prep: skipped {record.where}: {record.reason}", file=sys.stderr)
                 summary.skipped["unreadable file (rest skipped)" if record.whole_file
                                 else record.reason.split(" (")[0]] += 1
                 continue
-            assert isinstance(record, Document)
             if not record.text:
                 summary.empty_documents += 1
                 continue
-            texts.append(record.text)
-            chars += len(record.text)
+            yield record.text
+
+
+def _chunks(inputs: list[Input], summary: PrepSummary, selection: Selection,
+            skip_bad: bool) -> Iterator[tuple[InputSummary, list[str]]]:
+    """(input, document texts) in input order; a chunk never spans two inputs, so tokens are counted per input."""
+    for source in inputs:
+        counts = InputSummary(source.name)
+        summary.inputs.append(counts)
+        texts: list[str] = []
+        chars = 0
+        for text in _texts(source, counts, selection, skip_bad):
+            texts.append(text)
+            chars += len(text)
             if chars >= _CHUNK_CHARS or len(texts) >= _CHUNK_DOCS:
-                yield texts
+                yield counts, texts
                 texts, chars = [], 0
-    if texts:
-        yield texts
+        if texts:
+            yield counts, texts
 
 
-def _encoded(chunks: Iterator[list[str]], tokenizer_json: str, workers: int):
-    """(ids, lengths) per chunk, in chunk order; at most 2 x workers chunks in flight."""
+def _encoded(chunks: Iterator[tuple[InputSummary, list[str]]], tokenizer_json: str, workers: int):
+    """(input, ids, lengths) per chunk, in chunk order; at most 2 x workers chunks in flight."""
     if workers == 1:
         encode = Encoder(tokenizer_json)
-        for texts in chunks:
-            yield encode(texts)
+        for source, texts in chunks:
+            yield (source, *encode(texts))
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
                              initargs=(tokenizer_json,)) as pool:
         pending: deque = deque()
-        for texts in chunks:
-            pending.append(pool.submit(encode_in_worker, texts))
+        for source, texts in chunks:
+            pending.append((source, pool.submit(encode_in_worker, texts)))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+                source, future = pending.popleft()
+                yield (source, *future.result())
         while pending:
-            yield pending.popleft().result()
+            source, future = pending.popleft()
+            yield (source, *future.result())
 
 
 def _check_out(out: str) -> bool:
@@ -241,31 +233,32 @@ def _token_dtype(vocab_size: int) -> np.dtype:
 
 def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, workers: int = 1,
             skip_bad: bool = False, compression: Optional[str] = None, size_limit: str = "64mb",
-            overwrite: bool = False) -> PrepSummary:
-    """Tokenize `inputs` into MDS shards at `out` (a local directory or an s3:// URI)."""
+            overwrite: bool = False, text_field: str = "text", filters: Sequence[str] = ()) -> PrepSummary:
+    """Tokenize `inputs` into MDS shards at `out` (a local directory or an s3:// URI), with manifest.json."""
     if max_seq_len < 1:
         raise UserError(f"--max-seq-len: must be a positive number of tokens, got {max_seq_len}")
     if workers < 1:
         raise UserError(f"--workers: must be at least 1, got {workers}")
+    selection = make_selection(text_field, filters)
     remote = _check_out(out)
-    files = find_input_files(inputs)
+    sources = find_inputs(inputs)
     hf_tokenizer = build_tokenizer(tokenizer, key="--tokenizer")
     eos_id = hf_tokenizer.eos_token_id
     if eos_id is None:
         raise UserError(f"--tokenizer: '{tokenizer}' has no eos_token; set eos_token in its tokenizer_config.json")
     dtype = _token_dtype(len(hf_tokenizer))
     summary = PrepSummary(out=out, max_seq_len=max_seq_len, dtype=dtype.name)
+    tokenizer_json = hf_tokenizer.backend_tokenizer.to_str()
 
     writer = _open_writer(out, remote, {"tokens": f"ndarray:{dtype.name}:{max_seq_len}"},
                           compression, size_limit, overwrite)
     packer = _Packer(max_seq_len, eos_id, dtype)
     progress = _Progress()
     try:
-        tokenizer_json = hf_tokenizer.backend_tokenizer.to_str()
-        for ids, lengths in _encoded(_chunks(files, summary, skip_bad), tokenizer_json, workers):
-            summary.documents += len(lengths)
+        for source, ids, lengths in _encoded(_chunks(sources, summary, selection, skip_bad), tokenizer_json, workers):
+            source.documents += len(lengths)
             new_tokens = int(lengths.sum()) + len(lengths)
-            summary.tokens += new_tokens
+            source.tokens += new_tokens
             for row in packer.add(ids, lengths):
                 _write(writer, row, out)
                 summary.samples += 1
@@ -281,6 +274,20 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, w
             if not writer.event.is_set():
                 raise
             raise _upload_error(out) from None
+        summary.shards = len(writer.shards)
+        content = manifest(
+            summary,
+            tokenizer={"name": tokenizer, "sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
+                       "vocab_size": len(hf_tokenizer), "eos_id": eos_id},
+            options={"text_field": text_field, "filters": [str(f) for f in selection.filters],
+                     "skip_bad": skip_bad, "compression": compression, "shard_size": size_limit})
+        try:
+            write_manifest(writer, remote, content)
+        except Exception as err:
+            if not remote:
+                raise
+            raise UserError(f"--out: uploading {MANIFEST_NAME} to '{out}' failed ({type(err).__name__}: {err}); "
+                            f"the shards and index.json are there: upload the manifest again or re-run") from None
     except BaseException:
         writer.cancel_future_jobs()
         # A half-written local dataset would look complete to a reader; remove it. (Remotely, no
@@ -289,20 +296,21 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, w
         raise
     finally:
         summary.seconds = progress.close()
-    summary.shards = len(writer.shards)
     return summary
 
 
-def main(argv: list[str]) -> None:
+def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="scripts/data_prep.py",
-        description="Tokenize text / JSON-lines documents into packed MDS shards for `train_loader: {name: text}`. "
-                    "Formats: .jsonl/.ndjson/.json (JSON lines, field 'text') and any other file as one UTF-8 "
-                    "text document; optionally .gz or .zst compressed. Directories are read recursively "
-                    "(hidden entries ignored). S3 credentials come from the environment (AWS_ACCESS_KEY_ID, "
-                    "AWS_SECRET_ACCESS_KEY, S3_ENDPOINT_URL), never from arguments.")
+        description="Tokenize documents into packed MDS shards for `train_loader: {name: text}`, with a "
+                    "manifest.json beside them. Formats: .jsonl/.ndjson/.json (JSON lines; optionally .gz or .zst "
+                    "compressed, decompressed as read), .parquet and .arrow (a batch at a time), a Hugging Face "
+                    "`datasets` save_to_disk folder, and any other file as one UTF-8 text document. Directories are "
+                    "read recursively (hidden entries ignored). S3 credentials come from the environment "
+                    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, S3_ENDPOINT_URL), never from arguments. "
+                    "docs/data.md lists the command for each source of the MPT-7B mix.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
     parser.add_argument("--out", required=True, help="output: a new local directory or an s3://bucket/prefix URI")
     parser.add_argument("--tokenizer", required=True, help="tokenizer name (e.g. EleutherAI/gpt-neox-20b) or directory")
@@ -315,8 +323,18 @@ def main(argv: list[str]) -> None:
                         help=f"shard compression: {', '.join(_COMPRESSIONS)} or NAME:LEVEL (default none)")
     parser.add_argument("--shard-size", default="64mb", help="uncompressed bytes per shard, e.g. 64mb (default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = parser.parse_args(argv)
+    parser.add_argument("--text-field", default="text", metavar="NAME",
+                        help="the field (JSON) or column (parquet, arrow) holding the document; a dotted name "
+                             "such as content.text reaches into nested objects (default: text)")
+    parser.add_argument("--filter", action="append", default=[], metavar="COLUMN=VALUE[,VALUE]", dest="filters",
+                        help="keep only records whose COLUMN is one of the values, e.g. lang=Python,Go; "
+                             "repeat for several columns (all must match)")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
     summary = prepare(args.inputs, args.out, args.tokenizer, args.max_seq_len, workers=args.workers,
                       skip_bad=args.skip_bad, compression=args.compression, size_limit=args.shard_size,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, text_field=args.text_field, filters=args.filters)
     print("\n".join(summary.lines()), flush=True)

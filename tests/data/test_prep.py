@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zstandard
 from streaming import StreamingDataset
 
 from llmtrain.data import prep
@@ -64,7 +65,8 @@ def test_output_is_identical_for_one_or_two_workers(tmp_path, monkeypatch):
                 size_limit="4kb", compression="zstd")
         outs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert outs[0] == outs[1]
-    assert len(outs[0]) > 3 and all(name.endswith(".zstd") for name in outs[0] if name != "index.json")
+    assert len(outs[0]) > 3
+    assert all(name.endswith(".zstd") for name in outs[0] if name not in ("index.json", "manifest.json"))
 
 
 def test_empty_documents_are_counted_not_written(tmp_path):
@@ -114,6 +116,8 @@ GOOD = b'{"text": "a perfectly good document with enough words"}\n'
     ("y.txt", b"ok \xff\xfe binary", r"y.txt: not UTF-8 text \(byte 0xff at offset 3\)"),
     ("z.jsonl.gz", gzip.compress(GOOD * 50)[:-20], r"z.jsonl.gz: corrupt or truncated compressed file"),
     ("z.txt.zst", b"\x28\xb5\x2f\xfd garbage", r"z.txt.zst: corrupt or truncated compressed file"),
+    ("z.jsonl.zst", zstandard.ZstdCompressor().compress(b"".join(GOOD.replace(b"good", b"%d" % i) for i in range(500)))[:-9],
+     r"z.jsonl.zst: corrupt or truncated compressed file \(the file ends inside a zstd frame \(cut short\)\)"),
 ])
 def test_bad_record_errors_name_file_and_line(tmp_path, name, data, message):
     path = _bad(tmp_path, name, data)
@@ -182,7 +186,8 @@ def test_script_prints_summary_or_one_line_error(tmp_path):
     failed = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'a.jsonl'}:2: no 'text' field (keys: txt); fix the input or pass --skip-bad "
+        f"error: {tmp_path / 'a.jsonl'}:2: no 'text' field (keys: txt); --text-field NAME reads another field; "
+        f"fix the input or pass --skip-bad "
         f"to skip (and count) bad records"]
     done = subprocess.run(cmd + ["--skip-bad", "--workers", "2"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -199,4 +204,4 @@ def test_s3_output_is_not_overwritten_by_accident(tmp_path, s3_server):
     again = prepare([str(tmp_path / "a.txt")], out, NEOX_NAME, max_seq_len=3, overwrite=True)
     assert (first.samples, again.samples) == (4, 3)
     bucket = out[len("s3://"):].split("/")[0]
-    assert "data/train/index.json" in s3_server.keys(bucket, "data/train")
+    assert {"data/train/index.json", "data/train/manifest.json"} <= set(s3_server.keys(bucket, "data/train"))
