@@ -51,9 +51,13 @@ def _holder(fd: int) -> str:
 
 def _lock(key: str, folder: Path, run_name: str) -> _Held:
     path = folder / LOCK_NAME
-    folder.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UserError(f"{key}: '{folder}': cannot write there ({err.strerror}); point {key} at a folder "
+                            "this user can write") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

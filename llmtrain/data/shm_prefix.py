@@ -77,7 +77,9 @@ def _allocate(streams_local: list[str], streams_remote: list[Optional[str]], wor
                 data = _pack_locals(streams_local, prefix)
                 shm = SharedMemory(_get_path(prefix, LOCALS), True, len(data))
                 shm.buf[:len(data)] = data
-        except (ValueError, OSError) as err:  # e.g. a local directory in use: every rank raises it
+        except ValueError as err:  # a local directory in use by a live dataset: every rank raises it
+            error = str(err)
+        except OSError as err:  # a block created meanwhile by a program that does not take the lock
             error = f"{type(err).__name__}: {err}"
     gathered = _gather((world.node, prefix, error))
     errors = [e for _, _, e in gathered if e]
