@@ -5,14 +5,15 @@ from pathlib import Path
 
 import torch
 from composer import Trainer
-from composer.utils import dist, get_device, reproducibility
+from composer.utils import dist, format_name_with_dist, get_device, parse_uri, reproducibility
 from omegaconf import OmegaConf
 
-from llmtrain import builders, checkpoint, disk_full
+from llmtrain import builders, checkpoint, disk_full, run_lock
 from llmtrain.callbacks import MetricsJsonl, loss_guard
 from llmtrain.callbacks.progress import Progress
 from llmtrain.config import TrainConfig
 from llmtrain.data import remote
+from llmtrain.data.run_cache import scoped_to_run
 from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
                                   parallelism_for)
 from llmtrain.errors import UserError
@@ -48,12 +49,27 @@ def composer_precision(precision: str, device: str) -> str:
     return "amp_bf16" if precision == "amp_fp8" else precision
 
 
-def build_trainer(cfg: TrainConfig) -> Trainer:
+def _start_dist(cfg: TrainConfig) -> str:
+    """Join the run's process group (once; later calls find it up); the device name."""
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if cfg.precision == "amp_fp8":
+    if cfg.precision == "amp_fp8":  # before anything starts: this machine cannot run it
         fp8.check_supported(device, cfg.fp8)
     adopt_torchrun_env()  # before anything asks Composer for the node rank
     dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
+    return device
+
+
+def written_folders(cfg: TrainConfig) -> dict[str, Path]:
+    """The local folders this run writes, by the config key that names them: one run at a time each."""
+    folders = {}
+    if cfg.save_folder and not parse_uri(cfg.save_folder)[0]:
+        folders["save_folder"] = Path(format_name_with_dist(cfg.save_folder, cfg.run_name))
+    folders["run_dir"] = run_dir_of(cfg)
+    return folders
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    device = _start_dist(cfg)
     reproducibility.seed_all(cfg.seed)
     batch_size = device_batch_size(cfg)
     run_dir = run_dir_of(cfg)
@@ -76,10 +92,13 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         if fp8.all_gathers_in_fp8(model):
             callbacks.append(fp8.Fp8ScalePrecompute())
     remote.set_retry_timeout(cfg.object_store_retry_timeout)  # how long reads wait out an outage
-    train_loader = builders.build_dataloader(cfg.train_loader, "train_loader", tokenizer, batch_size)
+    node_rank = dist.get_node_rank()  # the run's own streaming caches (data/run_cache.py)
+    train_loader = builders.build_dataloader(scoped_to_run(cfg.train_loader, cfg.run_name, node_rank),
+                                             "train_loader", tokenizer, batch_size)
     eval_loader = None
     if cfg.eval_loader is not None:
-        eval_loader = builders.build_dataloader(cfg.eval_loader, "eval_loader", tokenizer, eval_batch_size)
+        eval_loader = builders.build_dataloader(scoped_to_run(cfg.eval_loader, cfg.run_name, node_rank),
+                                                "eval_loader", tokenizer, eval_batch_size)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
     algorithms = builders.build_algorithms(cfg.algorithms)
@@ -129,8 +148,10 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
 
 
 def train(cfg: TrainConfig) -> Trainer:
-    trainer = build_trainer(cfg)
-    if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
-        trainer.eval()
-    with disk_full.reported(cfg.save_folder):
-        return loss_guard.fit(trainer, cfg, build_trainer)  # a plain trainer.fit() unless the guard rolls back
+    _start_dist(cfg)
+    with run_lock.held(written_folders(cfg), cfg.run_name):  # before anything is written
+        trainer = build_trainer(cfg)
+        if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
+            trainer.eval()
+        with disk_full.reported(cfg.save_folder):
+            return loss_guard.fit(trainer, cfg, build_trainer)  # a plain trainer.fit() unless the guard rolls back

@@ -13,6 +13,9 @@ jobs alive on the same machine. Here a prefix is stale when:
 Mapping alone is not proof of life: looking for a free prefix, streaming maps the blocks of every
 prefix below its own and keeps them mapped, so a dead run's blocks stay mapped by whoever scanned
 them; hence the owner records. Without /proc (macOS) streaming's function is used.
+
+It runs holding shm_prefix.host_lock(), which llmtrain's runs also hold while they create a prefix: a
+block just created and not yet mapped is never taken for a stale one.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from tempfile import gettempdir
 from typing import Optional
 
 from streaming.base.constant import BARRIER_FILELOCK, CACHE_FILELOCK, LOCALS, SHM_TO_CLEAN
+
+from llmtrain.data.shm_prefix import host_lock
 
 _SHM_DIR = Path("/dev/shm")
 _SHM_NAME = re.compile(r"^(\d{6})_(%s)$" % "|".join(map(re.escape, SHM_TO_CLEAN)))
@@ -88,6 +93,11 @@ def _mapped_shm_names() -> set[str]:
 
 def clean_stale_streaming_state() -> list[str]:
     """Unlink the shared memory, locks and owner records of stale prefixes; returns what was removed."""
+    with host_lock():
+        return _clean_stale_streaming_state()
+
+
+def _clean_stale_streaming_state() -> list[str]:
     if not (Path("/proc/self/maps").exists() and _SHM_DIR.is_dir()):
         from streaming.base.util import clean_stale_shared_memory
         clean_stale_shared_memory()

@@ -50,6 +50,7 @@ from streaming.base.storage import CloudDownloader
 from llmtrain.data.remote import worker_init_fn
 from llmtrain.data.stream import CheckedStream
 from llmtrain.data.shm import clean_stale_streaming_state, record_owner
+from llmtrain.data.shm_prefix import race_free_prefixes
 from llmtrain.errors import UserError
 from llmtrain.schema import parse_section
 
@@ -195,7 +196,8 @@ class TextStreamingDataset(StreamingDataset):
     """StreamingDataset of packed `tokens` samples, each tagged with the index of its stream."""
 
     def __init__(self, *, stream_names: list[str], max_seq_len: int, **kwargs: Any):
-        super().__init__(**kwargs)
+        with race_free_prefixes():  # several runs on one host start at once (data/shm_prefix.py)
+            super().__init__(**kwargs)
         self.stream_names = stream_names
         self.max_seq_len = max_seq_len
         self._background_error: Optional[BaseException] = None

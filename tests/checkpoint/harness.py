@@ -66,15 +66,16 @@ LIVE: set[Job] = set()  # launched and not yet waited for; killed after each tes
 class Job:
     """One launch of a training command in its own process group (so kill() takes every rank)."""
 
-    def __init__(self, overrides: list[str], run_dir: Path, nproc: int = 2):
+    def __init__(self, overrides: list[str], run_dir: Path, nproc: int = 2, tmp: Path | None = None):
+        """`tmp`: TMPDIR (streaming's file locks and owner records), default a folder of the job's own."""
         self.metrics = run_dir / "metrics.jsonl"
         self.first_line = len(records(self.metrics))  # records before this launch belong to earlier ones
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / f"job-{time.time_ns()}.log"
         self._log = self.log_path.open("w")
         self.started = time.perf_counter()
-        tmp = run_dir / "tmp"  # Composer's temp folders (S3 staging, downloads) die with the test's tmp_path
-        tmp.mkdir(exist_ok=True)
+        tmp = tmp or run_dir / "tmp"  # Composer's temp folders (S3 staging, downloads) die with the test's tmp_path
+        tmp.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(command(overrides, nproc), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **SUBPROCESS_ENV, "TMPDIR": str(tmp)}, start_new_session=True)
         LIVE.add(self)

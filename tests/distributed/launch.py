@@ -4,9 +4,8 @@ torchrun. Every rank is started by a launcher; this module only starts the launc
 would, and waits for them.
 
 A loopback node gets what a real node has of its own: /dev/shm (a private tmpfs in a mount namespace,
-via `unshare`), TMPDIR and the streaming cache (`variables.data_local`). mosaicml-streaming coordinates
-the ranks of a node through shared memory named in /dev/shm; two nodes on one shared /dev/shm pick the
-same name and the second fails (FileExistsError: '/000000_locals').
+via `unshare`), TMPDIR and the streaming cache (`variables.data_local`). With `own_host=False` the
+nodes share all three, as two launchers of one job on one host do (tests/distributed/test_shared_host.py).
 """
 from __future__ import annotations
 
@@ -97,14 +96,16 @@ class Launch:
     """One training job (any layout) in `run`; `ok=False` expects it to fail. `.log` is its output."""
 
     def __init__(self, run: Path, shards: Path, extra: list[str], *, nproc: int = 1, nodes: int = 1,
-                 torchrun: bool = False, ok: bool = True):
+                 torchrun: bool = False, ok: bool = True, own_host: bool = True):
+        """`own_host=False`: the nodes share this machine as two launchers on one host do (one /dev/shm,
+        TMPDIR and recipe), instead of each having its own."""
         self.run = run
         self.before = len(records(run))
         tag = f"{'torchrun' if torchrun else 'composer'}-{nodes}x{nproc}-{len(list(run.glob('*.log')))}"
         port = free_port()
         procs, logs = [], []
         for node in range(nodes):
-            local = run / f"cache-node{node}" if nodes > 1 else None
+            local = run / f"cache-node{node}" if nodes > 1 and own_host else None
             train = _train_args(run_overrides(run, shards, extra, local))
             if torchrun:
                 argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node_rank",
@@ -117,7 +118,7 @@ class Launch:
                         "--node_rank", str(node), "-n", str(nproc), "--master_addr", "127.0.0.1",
                         "--master_port", str(port), *train]
             env = None
-            if nodes > 1:
+            if nodes > 1 and own_host:
                 tmp = run / f"tmp-node{node}"
                 tmp.mkdir(parents=True, exist_ok=True)
                 argv, env = [*_OWN_SHM, *argv], {"TMPDIR": str(tmp)}
