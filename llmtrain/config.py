@@ -215,8 +215,30 @@ def _check_durations(cfg: TrainConfig) -> None:
                                 "1ep (epochs), 10000tok (tokens), 500sp (samples) or 0.5dur (of max_duration)") from None
 
 
+# Counts and sizes of the top level: the least each may be (eval_subset_num_batches and
+# save_num_checkpoints_to_keep also take -1: all).
+_AT_LEAST = {"max_seq_len": 1, "global_train_batch_size": 1, "device_train_microbatch_size": 1,
+             "device_eval_batch_size": 1, "eval_subset_num_batches": 1, "save_num_checkpoints_to_keep": 0,
+             "dist_timeout": 1e-3, "object_store_retry_timeout": 0}
+_ALL = ("eval_subset_num_batches", "save_num_checkpoints_to_keep")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """One line for a count or size out of its range, before Composer fails on it deep inside (e.g.
+    device_train_microbatch_size=0 was `RuntimeError: split_size can only be 0 ...`)."""
+    for key, least in _AT_LEAST.items():
+        value = getattr(cfg, key)
+        if value is None or value == "auto" or (key in _ALL and value == -1):
+            continue
+        if value < least:
+            bound = f"at least {least}" if least else "0 or more"
+            also = " (or -1 for all)" if key in _ALL else ""
+            raise UserError(f"{key}: {value} is out of range; it must be {bound}{also}")
+
+
 def _check_components(cfg: TrainConfig) -> None:
     _check_durations(cfg)
+    _check_ranges(cfg)
     if cfg.autoresume and not cfg.save_folder:
         raise UserError("autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false")
     check_sections(cfg.icl_tasks, cfg.eval_gauntlet)

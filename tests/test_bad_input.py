@@ -43,6 +43,13 @@ def error_of(action) -> str:
      "autoresume: true needs a save_folder to resume from; set save_folder, or autoresume=false"),
     (["fp8.recipe=blockwise"], "fp8.recipe: 'blockwise' is not allowed (did you mean 'rowwise'?); choose one of: "
                                "tensorwise, rowwise, rowwise_with_gw_hp"),
+    (["device_train_microbatch_size=0"], "device_train_microbatch_size: 0 is out of range; it must be at least 1"),
+    (["global_train_batch_size=-4"], "global_train_batch_size: -4 is out of range; it must be at least 1"),
+    (["max_seq_len=0"], "max_seq_len: 0 is out of range; it must be at least 1"),
+    (["eval_subset_num_batches=0"], "eval_subset_num_batches: 0 is out of range; it must be at least 1 (or -1 for all)"),
+    (["save_num_checkpoints_to_keep=-2"],
+     "save_num_checkpoints_to_keep: -2 is out of range; it must be 0 or more (or -1 for all)"),
+    (["object_store_retry_timeout=-1"], "object_store_retry_timeout: -1.0 is out of range; it must be 0 or more"),
     (["~"], "override '~': expected dotted.key=value (or ~dotted.key to remove a key), e.g. optimizer.lr=1e-4"),
 ])
 def test_bad_recipe_value_or_override(overrides, message):
