@@ -13,6 +13,8 @@ needs. `check_supported` runs before anything is built: FP8 GEMMs need a CUDA GP
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from composer.core import Callback, State
 from composer.loggers import Logger
@@ -51,10 +53,8 @@ def convert(model: nn.Module, fp8: Fp8Config, fsdp: bool) -> list[str]:
     `Fp8ScalePrecompute` must then run after each optimizer step."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
-    config = Float8LinearConfig.from_recipe_name(fp8.recipe)
-    if fp8.emulate or (fsdp and fp8.recipe == "tensorwise"):
-        config = Float8LinearConfig(**{**config.__dict__, "emulate": fp8.emulate,
-                                       "enable_fsdp_float8_all_gather": fsdp and fp8.recipe == "tensorwise"})
+    config = dataclasses.replace(Float8LinearConfig.from_recipe_name(fp8.recipe), emulate=fp8.emulate,
+                                 enable_fsdp_float8_all_gather=fsdp and fp8.recipe == "tensorwise")
     converted = [name for name, module in model.named_modules() if _in_blocks(module, name)]
     if not converted:
         raise UserError("precision: amp_fp8: the model has no Linear layer in its blocks with dimensions that are "
