@@ -50,9 +50,10 @@ def composer_precision(precision: str, device: str) -> str:
 
 
 def _start_dist(cfg: TrainConfig) -> str:
-    """Join the run's process group (once; later calls find it up); the device name."""
+    """Join the run's process group (once; later calls find it up); the device name. A precision this
+    machine cannot run is refused first."""
     device = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if cfg.precision == "amp_fp8":  # before anything starts: this machine cannot run it
+    if cfg.precision == "amp_fp8":
         fp8.check_supported(device, cfg.fp8)
     adopt_torchrun_env()  # before anything asks Composer for the node rank
     dist.initialize_dist(get_device(device), timeout=cfg.dist_timeout)
@@ -91,6 +92,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         fp8.convert(model, cfg.fp8, fsdp=parallelism is not None)
         if fp8.all_gathers_in_fp8(model):
             callbacks.append(fp8.Fp8ScalePrecompute())
+    if icl_evaluator:
+        callbacks.append(icl_evaluator)
     remote.set_retry_timeout(cfg.object_store_retry_timeout)  # how long reads wait out an outage
     node_rank = dist.get_node_rank()  # the run's own streaming caches (data/run_cache.py)
     train_loader = builders.build_dataloader(scoped_to_run(cfg.train_loader, cfg.run_name, node_rank),
@@ -118,7 +121,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         optimizers=optimizer,
         schedulers=scheduler,
         algorithms=algorithms,
-        callbacks=[*callbacks, *([icl_evaluator] if icl_evaluator else [])],
+        callbacks=callbacks,
         loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
                  *builders.build_loggers(cfg.loggers, run_dir),
                  *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],

@@ -149,7 +149,7 @@ class MPTBlock(nn.Module):
 def _flex_backend(config: MPTConfig) -> str:
     """The kernel compiled flex will run for this model on this machine's GPU (TRITON without one)."""
     attn = config.attn_config
-    if attn["attn_impl"] not in ("flex", "flash") or not torch.cuda.is_available():
+    if attn["attn_impl"] not in ("flex", "flash"):
         return flex_backend.TRITON
     return flex_backend.choose(config.n_heads, kv_heads(config), config.d_model // config.n_heads,
                                float(attn["alibi_bias_max"]), bool(attn["alibi"]), bool(attn["attn_uses_sequence_id"]))
