@@ -13,6 +13,9 @@ STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | md5sum | cut -c1-12)-$
 TOKENIZER := $(LLMTRAIN_CACHE)/tokenizers/EleutherAI/gpt-neox-20b/tokenizer.json
 DEMO_DATA := data/tiny/.done
 PYTEST_ARGS ?=
+# Many tests wait on subprocesses (each pays ~8 s of imports on one core) or on the object store, so two
+# pytest workers keep a 2-core machine busy; tests that share session fixtures stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 
 .PHONY: setup train test data objectstore clean
 
@@ -47,7 +50,7 @@ objectstore:
 	bash scripts/objectstore/install.sh
 
 test: setup objectstore
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs data/tiny

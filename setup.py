@@ -52,7 +52,8 @@ setup(
         "zstandard>=0.22",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "torchao==0.18.0"],  # torchao: the FP8 tests (emulated on CPU)
+        # torchao: the FP8 tests (emulated on CPU); xdist: `make test` runs the suite in TEST_WORKERS processes.
+        "test": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3.5", "torchao==0.18.0"],
         # Hopper speed (issue 18): FP8 GEMMs; never needed on CPU.
         "hopper": ["torchao==0.18.0", "flash-attn-4==4.0.0b36"],
     },

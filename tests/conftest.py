@@ -14,8 +14,23 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 
+# --- Parallel runs (`make test`: pytest-xdist, --dist loadgroup): a test file runs on one worker, so its
+# module fixtures are built once; these folders' session fixtures are training runs (the reference run of
+# the checkpoint tests, the distributed layouts), so each folder stays on one worker ---
+_ONE_WORKER_FOLDERS = {"checkpoint", "distributed"}
+
+
+def _worker_group(item) -> str:
+    path = item.path.relative_to(_ROOT)
+    folder = path.parts[1] if len(path.parts) > 2 else ""
+    return folder if folder in _ONE_WORKER_FOLDERS else str(path)
+
+
 # --- `gpu` marker: GPU tests run on the device machine and are skipped where there is no CUDA ---
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine: pytest -m gpu)")
