@@ -16,7 +16,7 @@ from llmtrain.errors import UserError
 
 def checkpoint_of(path: Path) -> Path:
     """A run directory stands for its save folder, a save folder for its latest checkpoint."""
-    from llmtrain.checkpoint import LATEST
+    from llmtrain.checkpoint.folder import LATEST
 
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
@@ -38,7 +38,7 @@ def load_model(source: str, config: Optional[str] = None, tokenizer: Optional[st
     """(MPTForCausalLM in eval mode on CPU, its tokenizer, its max_seq_len) from an HF folder or a checkpoint.
     `tokenizer` (a name or folder) overrides the one the source names; gpt-neox-20b when it names none."""
     from llmtrain import builders
-    from llmtrain.checkpoint import model_from_checkpoint
+    from llmtrain.hf_export import model_from_checkpoint
     from llmtrain.config import TokenizerConfig
     from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
     from llmtrain.models.mpt.hf_interop import load_hf
