@@ -6,8 +6,8 @@
   report.py         reading metrics.jsonl back: scripts/plot_run.py's plots and summary
 
 Components report through Composer's `Logger` only. `log_event` is for a record that cannot wait for its
-step to end (a rollback ends the step): destinations that keep records (`log_event(step, metrics)`)
-write it at once; the others see it as ordinary metrics.
+step to end (a rollback ends the step): destinations that keep records of their own (`log_event(step,
+metrics)`: MetricsJsonl) write it at once; the others are not sent it.
 """
 from __future__ import annotations
 
