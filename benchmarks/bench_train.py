@@ -22,7 +22,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from llmtrain.config import config_from_dict
+from llmtrain.builders import config_from_dict
 from llmtrain.train import build_trainer
 from measure import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
 

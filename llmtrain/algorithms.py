@@ -15,4 +15,4 @@ class GradientClippingConfig:
     clipping_threshold: float = 1.0
 
 
-algorithms.register_typed("gradient_clipping", GradientClippingConfig, lambda cfg: GradientClipping(**vars(cfg)))
+algorithms.register("gradient_clipping", GradientClippingConfig, lambda cfg: GradientClipping(**vars(cfg)))

@@ -2,7 +2,12 @@
 
 Top-level keys are llm-foundry's, so their recipes carry over. Every error a user can make here —
 missing file, YAML syntax, bad override, broken `${...}` interpolation, unknown or misspelled key,
-wrong type, unknown registry name — is a one-line `UserError` raised before anything is built.
+wrong type — is a one-line `UserError` raised before anything is built. Component sections (`model:`,
+`optimizer:`, `callbacks:`, ...) are checked by their registry entries: `llmtrain.builders.validate(cfg)`,
+which `llmtrain.builders.load_config` runs after this module's `load_config`.
+
+This module sits at the bottom of the import graph: it imports only the schema and error helpers (and the
+ICL task sections' schema), never a component, so every other module may import it.
 """
 from __future__ import annotations
 
@@ -15,13 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 import yaml
 
-from llmtrain import registry
-from llmtrain.distributed import validate_fsdp_section
 from llmtrain.errors import UserError
 from llmtrain.eval.tasks import GauntletConfig, ICLTaskConfig, check_sections, read_sections
-from llmtrain.schema import parse_section
+from llmtrain.schema import Duration, parse_section
 
-Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', or an int of batches
+# A field that is part of the config object but not a YAML key (schema.parse_section leaves it out).
+NOT_A_KEY = {"yaml": False}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,42 @@ class Fp8Config:
     recipe: Literal["tensorwise", "rowwise", "rowwise_with_gw_hp"] = "tensorwise"
     # float8 numerics emulated in high precision: for tests on machines without FP8 GEMMs (CPU).
     emulate: bool = False
+
+
+# --- fsdp_config: llm-foundry's FSDP1 keys, or FSDP2's own (llmtrain/distributed.py maps them) -------------
+
+_REFUSED = {
+    "cpu_offload": "parameter CPU offload is not supported by Composer's FSDP2 path; remove it "
+                   "(activation_cpu_offload: true offloads activations instead)",
+    "sharded_ckpt_prefix_dir": "FSDP2 checkpoints are always torch distributed checkpoints; remove it",
+}
+
+
+@dataclass(frozen=True)
+class FSDPConfig:
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "_HYBRID_SHARD_ZERO2"] = "FULL_SHARD"
+    reshard_after_forward: Optional[bool] = None  # FSDP2's own knob; overrides sharding_strategy
+    mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = "DEFAULT"
+    activation_checkpointing: bool = False
+    activation_checkpointing_reentrant: bool = False  # FSDP2 checkpointing is always non-reentrant
+    activation_cpu_offload: bool = False
+    state_dict_type: Literal["sharded", "full"] = "sharded"
+    load_monolith_rank0_only: bool = False
+    verbose: bool = False
+    # FSDP1 knobs that FSDP2 does by construction:
+    use_orig_params: bool = True
+    limit_all_gathers: bool = True
+    forward_prefetch: bool = False
+    backward_prefetch: Optional[str] = None
+    sync_module_states: bool = False
+
+
+def validate_fsdp_section(section: dict, key: str = "fsdp_config") -> FSDPConfig:
+    """The parsed `fsdp_config:` section; knobs with no FSDP2 counterpart in Composer are refused with the reason."""
+    for name, why in _REFUSED.items():
+        if name in section:
+            raise UserError(f"{key}.{name}: {why}")
+    return parse_section(FSDPConfig, section, key)
 
 
 @dataclass(frozen=True)
@@ -90,8 +130,8 @@ class TrainConfig:
     object_store_retry_timeout: Optional[float] = None
     device: Optional[Literal["cpu", "gpu"]] = None  # None: a GPU when there is one
     python_log_level: Optional[str] = None
-    # dotted key -> its value with environment reads shown as <env:NAME> (not a YAML key: init=False)
-    from_environment: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # dotted key -> its value with environment reads shown as <env:NAME> (not a YAML key)
+    from_environment: dict = field(default_factory=dict, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -109,13 +149,6 @@ class TrainConfig:
             node[leaf] = masked
         return data
 
-
-# Sections holding `{name: ..., ...}`, and those holding `{name: {...}, ...}` (one entry per component).
-_NAMED_SECTIONS = {"model": registry.models, "train_loader": registry.dataloaders,
-                   "eval_loader": registry.dataloaders, "optimizer": registry.optimizers,
-                   "scheduler": registry.schedulers}
-_KEYED_SECTIONS = {"algorithms": registry.algorithms, "callbacks": registry.callbacks,
-                   "loggers": registry.loggers}
 
 _KEY = r"[A-Za-z_][\w-]*(?:\.[\w-]+)*"
 _OVERRIDE = re.compile(rf"^({_KEY})=(.*)$", re.S)
@@ -236,7 +269,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise UserError(f"{key}: {value} is out of range; it must be {bound}{also}")
 
 
-def _check_components(cfg: TrainConfig) -> None:
+def _check_sections(cfg: TrainConfig) -> None:
     _check_durations(cfg)
     _check_ranges(cfg)
     if cfg.autoresume and not cfg.save_folder:
@@ -246,22 +279,6 @@ def _check_components(cfg: TrainConfig) -> None:
         raise UserError("eval_gauntlet: needs icl_tasks to average; add icl_tasks or remove eval_gauntlet")
     if cfg.fsdp_config is not None:
         validate_fsdp_section(cfg.fsdp_config)
-    for section, reg in _NAMED_SECTIONS.items():
-        body = getattr(cfg, section)
-        if body is None:
-            continue
-        if "name" not in body:
-            raise UserError(f"{section}.name: required key is missing; choose one of: {', '.join(reg.names())}")
-        entry = reg.get(body["name"], f"{section}.name")
-        if entry.validate:
-            entry.validate({k: v for k, v in body.items() if k != "name"}, section)
-    for section, reg in _KEYED_SECTIONS.items():
-        for name, body in getattr(cfg, section).items():
-            entry = reg.get(name, f"{section}.{name}")
-            if body is not None and not isinstance(body, dict):
-                raise UserError(f"{section}.{name}: expected a mapping of options (use {{}} for none), got {body!r}")
-            if entry.validate:
-                entry.validate(body or {}, f"{section}.{name}")
 
 
 def _with_retry_timeout(cfg: TrainConfig) -> TrainConfig:
@@ -278,7 +295,8 @@ def _with_retry_timeout(cfg: TrainConfig) -> TrainConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """Load, override, interpolate and validate a run config; raises UserError on any mistake."""
+    """Load, override, interpolate and check a run config; raises UserError on any mistake in it. Its
+    component sections are checked by `llmtrain.builders.validate` (`llmtrain.builders.load_config` runs both)."""
     path = Path(path)
     return config_from_dict(_load_yaml(path), overrides, source=str(path), default_run_name=path.stem)
 
@@ -286,15 +304,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
 def config_from_dict(data: dict, overrides: list[str] = (), source: str = "<config>",
                      default_run_name: str = "run") -> TrainConfig:
     """The same as `load_config` for a recipe already read into a dict."""
-    import llmtrain.builders  # noqa: F401  (registers every component, so names can be checked)
-
     data = apply_overrides(data, list(overrides))
     cfg = parse_section(TrainConfig, read_sections(resolve(data, source)), "")
-    _check_components(cfg)
+    _check_sections(cfg)
     cfg = _with_retry_timeout(cfg)
     if cfg.run_name is None:
         cfg = replace(cfg, run_name=default_run_name)
     masked = _mask_environment(data)
     if masked != data:  # resolved again with the environment masked: also catches ${variables.x} uses
-        object.__setattr__(cfg, "from_environment", _leaves_with(resolve(masked, source), "<env:"))
+        cfg = replace(cfg, from_environment=_leaves_with(resolve(masked, source), "<env:"))
     return cfg

@@ -1,22 +1,39 @@
 """Registries: a YAML `name:` picks a builder.
 
-Components register where they are defined (`models.register('mpt_causal_lm', build, validate)`),
-and `llmtrain.builders` is the one place that looks them up. A registry entry may carry a
-`validate(section, key)` that checks its YAML section up front, before anything is built.
+Every component registers itself, at the bottom of the module that defines it, one way:
+
+    callbacks.register("speed_monitor", SpeedMonitorConfig, lambda cfg: SpeedMonitor(**vars(cfg)))
+
+`schema` is the YAML section's shape: a dataclass (read with `schema.parse_section`, so every key, type and
+default is checked) or a function `parse(section, key)` returning the checked section (for sections with
+relations between keys). `make(parsed, *args)` builds the component. `llmtrain.builders` imports each
+component module and is the one place that looks them up; `builders.validate(cfg)` checks every section
+up front, before anything is built.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from llmtrain.errors import UserError, closest
+from llmtrain.schema import parse_section
 
 
 @dataclass(frozen=True)
 class Entry:
     name: str
-    build: Callable[..., Any]
-    validate: Optional[Callable[[dict, str], None]] = None
+    kind: str
+    parse: Callable[[dict, str], Any]
+    make: Callable[..., Any]
+
+    def validate(self, section: dict, key: str) -> None:
+        """Raise UserError (naming the dotted `key`) for any mistake in `section`; builds nothing."""
+        self.parse(section, key)
+
+    def build(self, section: dict, *args, key: str | None = None, **kwargs):
+        """The component for `section` (without `name`); `key` is its YAML key, for errors (default: the kind)."""
+        return self.make(self.parse(section, key or self.kind), *args, **kwargs)
 
 
 class Registry:
@@ -24,23 +41,18 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, build: Callable[..., Any], validate=None) -> None:
+    def register(self, name: str, schema, make: Callable[..., Any]) -> None:
+        """Register component `name`: `schema` a dataclass or `parse(section, key)`; `make(parsed, *args)`."""
         if name in self._entries:
             raise ValueError(f"{self.kind} '{name}' is registered twice")
-        self._entries[name] = Entry(name, build, validate)
+        if dataclasses.is_dataclass(schema):
+            cls = schema
 
-    def register_typed(self, name: str, config_cls, make: Callable[..., Any]) -> None:
-        """Register a component whose YAML section is the dataclass `config_cls`:
-        `build(section, *args)` calls `make(parsed_config, *args)`; validation comes for free."""
-        from llmtrain.schema import parse_section
-
-        def build(section: dict, *args):
-            return make(parse_section(config_cls, section, self.kind), *args)
-
-        def validate(section: dict, key: str) -> None:
-            parse_section(config_cls, section, key)
-
-        self.register(name, build, validate)
+            def parse(section: dict, key: str):
+                return parse_section(cls, section, key)
+        else:
+            parse = schema
+        self._entries[name] = Entry(name, self.kind, parse, make)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Union
 
 from llmtrain.errors import UserError, closest
 
+Duration = Union[int, str]  # Composer time strings: '10ba', '1ep', '1000tok', or an int of batches
+
 
 def check_keys(data: Mapping, allowed, key: str) -> None:
     """Raise for the first key of `data` not in `allowed`, naming the closest allowed key."""
@@ -96,7 +98,8 @@ def parse_section(cls, data: Any, key: str):
     if not isinstance(data, Mapping):
         raise UserError(f"{key or 'config'}: expected a mapping (key: value lines), "
                         f"got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    # a field with metadata {"yaml": False} is the program's, not a key a recipe may set
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.metadata.get("yaml", True)}
     check_keys(data, fields, key)
     hints = typing.get_type_hints(cls)
     values = {}

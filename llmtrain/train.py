@@ -1,22 +1,35 @@
-"""train(cfg): build every component from a validated TrainConfig and run Composer's Trainer."""
+"""train(cfg): build every component from a validated TrainConfig and run Composer's Trainer.
+
+The pipeline: config (llmtrain/config.py, checked by builders.validate) → dist up → the run's resume plan
+(llmtrain/checkpoint/resume.py: what it loads, once) → parallelism (llmtrain/distributed.py) → components
+(llmtrain/builders.py) → Composer's Trainer (loading the plan's checkpoint) → `fit`, which rolls back and
+rebuilds when the loss guard rejects a step.
+"""
 from __future__ import annotations
 
+import atexit
+import gc
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from composer import Trainer
+from composer.core.engine import Engine
 from composer.utils import dist, format_name_with_dist, get_device, parse_uri, reproducibility
 from omegaconf import OmegaConf
 
-from llmtrain import builders, checkpoint, disk_full, run_lock
-from llmtrain.callbacks import MetricsJsonl, loss_guard
-from llmtrain.callbacks.progress import Progress
+from llmtrain import builders, run_lock
+from llmtrain.callbacks.loss_guard import LossGuard, RolledBack
+from llmtrain.checkpoint import callbacks as checkpoint_callbacks
+from llmtrain.checkpoint import disk_full, uploads
+from llmtrain.checkpoint.resume import resume_plan, trainer_load_arguments
 from llmtrain.config import TrainConfig
-from llmtrain.data import remote
 from llmtrain.data.run_cache import scoped_to_run
-from llmtrain.distributed import (adopt_torchrun_env, gloo_reduce_scatter_avg_factor, gradient_average_fix,
-                                  parallelism_for)
+from llmtrain.distributed import adopt_torchrun_env, parallelism_for
 from llmtrain.errors import UserError
+from llmtrain.gloo import gloo_reduce_scatter_avg_factor, gradient_average_fix
+from llmtrain.loggers.metrics_jsonl import MetricsJsonl
+from llmtrain.loggers.progress import Progress
 from llmtrain.models import fp8
 
 
@@ -69,7 +82,14 @@ def written_folders(cfg: TrainConfig) -> dict[str, Path]:
     return folders
 
 
+def _loggers(cfg: TrainConfig, run_dir: Path) -> list:
+    """metrics.jsonl (always), the recipe's `loggers:`, and the console lines (llmtrain/loggers/)."""
+    return [MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval), *builders.build_loggers(cfg.loggers, run_dir),
+            *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])]
+
+
 def build_trainer(cfg: TrainConfig) -> Trainer:
+    """The Trainer for `cfg` (component sections checked: builders.load_config or train)."""
     device = _start_dist(cfg)
     reproducibility.seed_all(cfg.seed)
     batch_size = device_batch_size(cfg)
@@ -77,8 +97,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if dist.get_global_rank() == 0:
         _write_resolved_config(cfg, run_dir)
 
-    parallelism = parallelism_for(cfg, device)
-    checkpoint.prepare_load(cfg, sharded=parallelism is not None and parallelism["fsdp"].state_dict_type == "sharded")
+    plan = resume_plan(cfg)  # what the run loads: save_folder listed and repaired once, on rank 0
+    parallelism = parallelism_for(cfg, device, plan)
     model_section = cfg.model
     if model_section.get("init_device") == "meta" and parallelism is None:
         # Only FSDP materialises meta weights; an unsharded run builds them in host memory instead.
@@ -87,21 +107,21 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     eval_batch_size = cfg.device_eval_batch_size or batch_size
     icl_evaluator = builders.build_icl_evaluator(cfg, tokenizer, eval_batch_size)  # reads the task files first
     model = builders.build_model(model_section)
-    callbacks = [*builders.build_callbacks(cfg.callbacks), *checkpoint.callbacks(cfg)]
+    callbacks = [*builders.build_callbacks(cfg.callbacks), *checkpoint_callbacks.run_callbacks(cfg)]
     if cfg.precision == "amp_fp8":  # before the Trainer applies FSDP2 and compile, as torchao needs
         fp8.convert(model, cfg.fp8, fsdp=parallelism is not None)
         if fp8.all_gathers_in_fp8(model):
             callbacks.append(fp8.Fp8ScalePrecompute())
     if icl_evaluator:
         callbacks.append(icl_evaluator)
-    remote.set_retry_timeout(cfg.object_store_retry_timeout)  # how long reads wait out an outage
     node_rank = dist.get_node_rank()  # the run's own streaming caches (data/run_cache.py)
+    retry = cfg.object_store_retry_timeout  # how long reads (and uploads) wait out an outage
     train_loader = builders.build_dataloader(scoped_to_run(cfg.train_loader, cfg.run_name, node_rank),
-                                             "train_loader", tokenizer, batch_size)
+                                             "train_loader", tokenizer, batch_size, retry)
     eval_loader = None
     if cfg.eval_loader is not None:
         eval_loader = builders.build_dataloader(scoped_to_run(cfg.eval_loader, cfg.run_name, node_rank),
-                                                "eval_loader", tokenizer, eval_batch_size)
+                                                "eval_loader", tokenizer, eval_batch_size, retry)
     optimizer = builders.build_optimizer(cfg.optimizer, model)
     scheduler = builders.build_scheduler(cfg.scheduler)
     algorithms = builders.build_algorithms(cfg.algorithms)
@@ -110,51 +130,79 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         # gradient clipping or anything else that reads the gradients.
         algorithms.append(gradient_average_fix(factor))
 
-    trainer = Trainer(
-        run_name=cfg.run_name,
-        model=model,
-        train_dataloader=train_loader,
-        eval_dataloader=eval_loader,
-        # Composer's interval is for eval_loader only (it warns without one); ICLEvaluator keeps its own.
-        eval_interval=cfg.eval_interval if eval_loader is not None else 1,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
-        optimizers=optimizer,
-        schedulers=scheduler,
-        algorithms=algorithms,
-        callbacks=callbacks,
-        loggers=[MetricsJsonl(run_dir / "metrics.jsonl", cfg.log_interval),
-                 *builders.build_loggers(cfg.loggers, run_dir),
-                 *([Progress(cfg.console_log_interval, bar=cfg.progress_bar)] if cfg.log_to_console else [])],
-        max_duration=cfg.max_duration,
-        precision=composer_precision(cfg.precision, device),
-        device=device,
-        device_train_microbatch_size=cfg.device_train_microbatch_size,
-        parallelism_config=parallelism,
-        compile_config=cfg.compile_config,
-        save_folder=cfg.save_folder,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=cfg.save_overwrite,
-        save_weights_only=cfg.save_weights_only,
-        load_strict_model_weights=cfg.load_strict_model_weights,
-        **checkpoint.trainer_load_arguments(cfg),  # load_path, load_weights_only, autoresume
-        seed=cfg.seed,
-        log_to_console=False,  # Progress prints one compact line per console_log_interval instead
-        progress_bar=False,
-        dist_timeout=cfg.dist_timeout,
-        python_log_level=cfg.python_log_level,
-    )
-    checkpoint.load_done()
-    # Checkpoint uploads wait out an outage as long as reads do (llmtrain/data/remote.py).
-    remote.retry_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store_retry_timeout)
+    with checkpoint_callbacks.loading(plan, callbacks):  # the constructor loads the plan's checkpoint
+        trainer = Trainer(
+            run_name=cfg.run_name,
+            model=model,
+            train_dataloader=train_loader,
+            eval_dataloader=eval_loader,
+            # Composer's interval is for eval_loader only (it warns without one); ICLEvaluator keeps its own.
+            eval_interval=cfg.eval_interval if eval_loader is not None else 1,
+            eval_subset_num_batches=cfg.eval_subset_num_batches,
+            optimizers=optimizer,
+            schedulers=scheduler,
+            algorithms=algorithms,
+            callbacks=callbacks,
+            loggers=_loggers(cfg, run_dir),
+            max_duration=cfg.max_duration,
+            precision=composer_precision(cfg.precision, device),
+            device=device,
+            device_train_microbatch_size=cfg.device_train_microbatch_size,
+            parallelism_config=parallelism,
+            compile_config=cfg.compile_config,
+            save_folder=cfg.save_folder,
+            save_interval=cfg.save_interval,
+            save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+            save_overwrite=cfg.save_overwrite,
+            save_weights_only=cfg.save_weights_only,
+            load_strict_model_weights=cfg.load_strict_model_weights,
+            **trainer_load_arguments(cfg, plan),  # load_path, load_weights_only, autoresume
+            seed=cfg.seed,
+            log_to_console=False,  # Progress prints one compact line per console_log_interval instead
+            progress_bar=False,
+            dist_timeout=cfg.dist_timeout,
+            python_log_level=cfg.python_log_level,
+        )
+    disk_full.mark_saves(trainer._checkpoint_saver)  # a full disk while saving names save_folder
+    # Checkpoint uploads wait out an outage as long as reads do (llmtrain/retry.py).
+    uploads.retry_checkpoint_uploads(trainer._checkpoint_saver, retry)
     return trainer
 
 
+def fit(trainer: Trainer, cfg: TrainConfig) -> Trainer:
+    """`trainer.fit()`; after each rollback (the loss guard rejected a step), build the trainer again with
+    autoresume on (so it starts from the newest checkpoint in save_folder; without one, from the start or
+    load_path) and fit that. Returns the trainer that finished."""
+    save_folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.save_folder else None
+    carried = None
+    while True:
+        guard = next((cb for cb in trainer.state.callbacks if isinstance(cb, LossGuard)), None)
+        if guard is not None:
+            guard.prepare(save_folder, carried)
+        try:
+            trainer.fit()
+            return trainer
+        except RolledBack:
+            carried = dict(guard.skipped)
+        _dispose(trainer)  # outside `except`: the traceback would keep the old trainer's tensors alive
+        trainer = None
+        gc.collect()
+        trainer = build_trainer(replace(cfg, autoresume=cfg.save_folder is not None))
+
+
+def _dispose(trainer: Trainer) -> None:
+    trainer.close()
+    # Engine registers its close at exit with the state as argument and keeps that after close():
+    # drop it so the old model and optimizer can be freed before the new ones are built.
+    atexit.unregister(Engine._close)
+
+
 def train(cfg: TrainConfig) -> Trainer:
+    builders.validate(cfg)  # before dist is up: a mistake in a component section is one line
     _start_dist(cfg)
     with run_lock.held(written_folders(cfg), cfg.run_name):  # before anything is written
         trainer = build_trainer(cfg)
         if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
             trainer.eval()
         with disk_full.reported(cfg.save_folder):
-            return loss_guard.fit(trainer, cfg, build_trainer)  # a plain trainer.fit() unless the guard rolls back
+            return fit(trainer, cfg)  # a plain trainer.fit() unless the loss guard rolls back

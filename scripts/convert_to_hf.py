@@ -17,7 +17,7 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def main(argv: list[str]) -> None:
     import torch
 
-    from llmtrain.checkpoint import convert_to_hf
+    from llmtrain.hf_export import convert_to_hf
 
     parser = argparse.ArgumentParser(prog="scripts/convert_to_hf.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="checkpoint folder, .pt file or latest-rank0.pt; local or s3://")

@@ -7,7 +7,7 @@ MODEL is either
     model.safetensors), loaded as stock `transformers.MptForCausalLM`; or
   - a Composer checkpoint: a full `.pt` file, a sharded checkpoint folder, a save folder (its
     `latest-rank0.pt`) or a run directory (its checkpoints/), local or s3://. It is converted to a
-    temporary folder first by `llmtrain.checkpoint.convert_to_hf` (scripts/convert_to_hf.py), with the
+    temporary folder first by `llmtrain.hf_export.convert_to_hf` (scripts/convert_to_hf.py), with the
     model and tokenizer sections of --config, else of the run's config.yaml beside or above the
     checkpoint, else those the checkpoint records.
 The tokenizer is --tokenizer, else the folder's own, else EleutherAI/gpt-neox-20b (installed locally;
@@ -49,7 +49,7 @@ def generate(args: argparse.Namespace) -> list[str]:
     import torch
     import transformers
 
-    from llmtrain.checkpoint import convert_to_hf
+    from llmtrain.hf_export import convert_to_hf
     from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
     from llmtrain.models.sources import checkpoint_of, run_config_of
 

@@ -1,4 +1,4 @@
-"""Plot a run: `python scripts/plot_run.py RUN_DIR [--out FILE]` → RUN_DIR/report.png (see llmtrain/report.py)."""
+"""Plot a run: `python scripts/plot_run.py RUN_DIR [--out FILE]` → RUN_DIR/report.png (see llmtrain/loggers/report.py)."""
 import argparse
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ from llmtrain.cli import run_cli  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
-    from llmtrain.report import plot_run
+    from llmtrain.loggers.report import plot_run
 
     parser = argparse.ArgumentParser(prog="scripts/plot_run.py", description=__doc__)
     parser.add_argument("run_dir", help="a run directory (holds metrics.jsonl and config.yaml)")

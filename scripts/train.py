@@ -6,7 +6,7 @@ from llmtrain.cli import run_cli
 
 
 def main(argv: list[str]) -> None:
-    from llmtrain.config import load_config
+    from llmtrain.builders import load_config
     from llmtrain.train import train
 
     if not argv or argv[0].startswith("-"):

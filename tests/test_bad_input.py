@@ -12,7 +12,7 @@ import pytest
 
 from llmtrain import builders
 from llmtrain.checkpoint import check_load_path, read_checkpoint, repair_latest
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer, install_tokenizers
 from llmtrain.errors import UserError
 from tests.checkpoint.harness import SUBPROCESS_ENV, free_port

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmtrain.config import apply_overrides, load_config
+from llmtrain.builders import load_config
+from llmtrain.config import apply_overrides
 from llmtrain.errors import UserError
 
 TINY = Path(__file__).resolve().parents[1] / "yamls" / "tiny.yaml"

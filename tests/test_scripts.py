@@ -199,7 +199,7 @@ def test_generate_errors_are_one_line(tmp_path):
 
 def test_read_metrics_merges_a_step_and_skips_a_torn_last_line(tmp_path):
     from llmtrain.errors import UserError
-    from llmtrain.report import read_metrics
+    from llmtrain.loggers.report import read_metrics
 
     lines = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 1, "loss": 2.9},  # resumed at step 0
              {"step": 2, "loss": 2.5}, {"step": 2, "metrics/eval/LanguageCrossEntropy": 2.7}]  # eval after the end

@@ -21,7 +21,7 @@ def test_the_stack_is_torch_2_11_or_newer_with_the_pinned_composer_and_streaming
 
 
 def test_composer_checkpoint_saver_internals(tmp_path):
-    # llmtrain/train.py reads trainer._checkpoint_saver; llmtrain/data/remote.py replaces its
+    # llmtrain/train.py reads trainer._checkpoint_saver; llmtrain/checkpoint/uploads.py replaces its
     # remote_uploader and shortens its symlink polling.
     from composer.callbacks import CheckpointSaver
     from composer.trainer import Trainer
@@ -32,7 +32,7 @@ def test_composer_checkpoint_saver_internals(tmp_path):
 
 
 def test_composer_remote_uploader_internals():
-    # PatientRemoteUploader (llmtrain/data/remote.py) subclasses RemoteUploader and copies these
+    # PatientRemoteUploader (llmtrain/checkpoint/uploads.py) subclasses RemoteUploader and copies these
     from composer.utils import RemoteUploader
     source = inspect.getsource(RemoteUploader)
     for attribute in ("self.remote_folder =", "self.path =", "self.backend_kwargs =",
@@ -42,7 +42,7 @@ def test_composer_remote_uploader_internals():
 
 
 def test_composer_engine_close_hook():
-    # loss_guard unregisters Engine._close from atexit when it rebuilds a trainer
+    # the run loop (llmtrain/train.py fit) unregisters Engine._close from atexit when it rebuilds a trainer
     from composer.core.engine import Engine
     assert callable(Engine._close)
 
@@ -64,7 +64,7 @@ def test_streaming_internals(tmp_path):
 
 
 def test_torch_fsdp2_collectives_module():
-    # distributed._gloo_hsdp_all_reduce wraps FSDP2's collectives' `dist` for HSDP over gloo
+    # gloo.gloo_hsdp_all_reduce wraps FSDP2's collectives' `dist` for HSDP over gloo
     from torch.distributed.fsdp._fully_shard import _fsdp_collectives as collectives
     assert hasattr(collectives, "dist") and hasattr(torch.cpu, "Event")
 

@@ -23,7 +23,7 @@ STEPS, EVERY = 6, 2
 LRS = {"a": 1e-3, "b": 3e-3, "c": 1e-2}  # the sweep
 ONE_AT_A_TIME = """
 import sys
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.train import train
 for overrides in sys.argv[1:]:
     train(load_config("yamls/tiny.yaml", overrides.split("\\n"))).close()

@@ -1,5 +1,2 @@
-"""Callbacks: Composer's monitors by llm-foundry's names, and ours (metrics.jsonl, data mix, loss guard)."""
-from llmtrain.callbacks import data_mix, loss_guard, monitors  # noqa: F401  (registration)
-from llmtrain.callbacks.metrics_jsonl import MetricsJsonl
-
-__all__ = ["MetricsJsonl"]
+"""Callbacks: Composer's monitors by llm-foundry's names (monitors.py), and ours: the data mix (data_mix.py) and
+the loss guard (loss_guard.py). Each module registers its own; where a run's numbers go is llmtrain/loggers/."""

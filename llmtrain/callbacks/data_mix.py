@@ -18,7 +18,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from llmtrain import checkpoint
+from llmtrain.checkpoint.callbacks import LaterState
 from llmtrain.errors import UserError
 from llmtrain.registry import callbacks
 
@@ -26,7 +26,7 @@ from llmtrain.registry import callbacks
 COUNTS_KEY = "state.callbacks.DataMixMonitor.counts"  # its key in a sharded checkpoint
 
 
-class DataMixMonitor(Callback):
+class DataMixMonitor(LaterState, Callback):
     def __init__(self):
         self.stream_names: list[str] = []
         self.samples = torch.zeros(0, dtype=torch.int64)
@@ -34,7 +34,7 @@ class DataMixMonitor(Callback):
         self._resumed: Optional[dict[str, list[int]]] = None  # {stream: [samples, tokens]} from a checkpoint
 
     def state_dict(self) -> dict[str, Any]:
-        if checkpoint.loading_lacks(COUNTS_KEY):
+        if self.loading_lacks(COUNTS_KEY):
             return {}  # what a sharded load asks for, from a checkpoint without counts: DCP would miss the key
         # One JSON string: a single checkpoint item however many streams and ranks (a sharded checkpoint
         # resumed on another number of ranks or with other streams must find the same keys).
@@ -85,4 +85,4 @@ class DataMixMonitorConfig:
     pass
 
 
-callbacks.register_typed("data_mix_monitor", DataMixMonitorConfig, lambda cfg: DataMixMonitor())
+callbacks.register("data_mix_monitor", DataMixMonitorConfig, lambda cfg: DataMixMonitor())

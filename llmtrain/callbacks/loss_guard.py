@@ -8,38 +8,35 @@ gradient is non-finite, so every rank decides the same. A bad step is
   scaler skips such steps itself), or
 - a spike (only with `spike_factor`): loss > spike_factor x the mean of the last `window` good losses.
 
-A bad step is not applied: the guard raises `RolledBack` before the optimizer runs; `fit` below then
-builds the trainer again from the newest checkpoint (autoresume: model, optimizer, scheduler, data
-position, RNG) and continues. The bad batch is replayed in order but not applied (its gradients are
+A bad step is not applied: the guard raises `RolledBack` before the optimizer runs; the run loop (`fit` in
+llmtrain/train.py) then builds the trainer again from the newest checkpoint (autoresume: model, optimizer,
+scheduler, data position, RNG) and continues. The bad batch is replayed in order but not applied (its gradients are
 dropped, so the optimizer leaves every parameter and its state alone): the result is the run that never
 trained on it. Skipped steps are kept in `skipped_steps.json` in the save folder, so a later rollback
 or a crash + autoresume skips them too. Before any checkpoint save, the guard checks that every
 parameter is finite; if one is not, the step just taken counts as bad and nothing is saved.
 
-Each event is a console line and a metrics.jsonl record (`loss_guard/rolled_back`, or
-`loss_guard/skipped` on the step's own record).
+Each event is a console line and a metric reported through Composer's logger (`loss_guard/rolled_back`, a
+record of its own in metrics.jsonl, or `loss_guard/skipped` on the step's own record).
 """
 from __future__ import annotations
 
-import atexit
-import gc
 import json
 import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 from composer.callbacks import CheckpointSaver
 from composer.core import Callback, Precision, State
-from composer.core.engine import Engine
 from composer.loggers import Logger
-from composer.utils import dist, format_name_with_dist
+from composer.utils import dist
 
-from llmtrain.callbacks.metrics_jsonl import MetricsJsonl
-from llmtrain import checkpoint
-from llmtrain.checkpoint import read_beside_checkpoints, write_beside_checkpoints
+from llmtrain.checkpoint.callbacks import LaterState
+from llmtrain.checkpoint.folder import read_beside_checkpoints, write_beside_checkpoints
 from llmtrain.errors import UserError
+from llmtrain.loggers import log_event
 from llmtrain.registry import callbacks
 from llmtrain.schema import parse_section
 
@@ -62,7 +59,7 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # an FSDP2 shard (DTensor)
 
 
-class LossGuard(Callback):
+class LossGuard(LaterState, Callback):
     def __init__(self, cfg: LossGuardConfig):
         self.cfg = cfg
         self.recent: deque[float] = deque(maxlen=cfg.window)
@@ -71,13 +68,13 @@ class LossGuard(Callback):
         self._carried: Optional[dict[int, str]] = None  # steps skipped before a rollback in this process
         self._loss_sum = self._samples = 0.0
 
-    # --- set up by `fit` -------------------------------------------------------------------------------
+    # --- set up by the run loop (llmtrain/train.py) -------------------------------------------------------------------------------
 
     def prepare(self, save_folder: Optional[str], carried: Optional[dict[int, str]]) -> None:
         self.save_folder, self._carried = save_folder, carried
 
     def state_dict(self) -> dict[str, Any]:
-        if checkpoint.loading_lacks(RECENT_KEY):
+        if self.loading_lacks(RECENT_KEY):
             return {}  # a sharded checkpoint saved without the guard: DCP would miss the key
         return {"recent_losses": json.dumps(list(self.recent))}  # text: DCP loads it whatever its length
 
@@ -95,7 +92,7 @@ class LossGuard(Callback):
             dist.broadcast_object_list(found, src=0)
             self.skipped.update(found[0])
         for saver in (cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)):
-            saver.save_interval = self._checked_before_saving(saver.save_interval)
+            saver.save_interval = self._checked_before_saving(saver.save_interval, logger)
 
     def _read_skipped(self) -> dict[int, str]:
         data = read_beside_checkpoints(self.save_folder, SKIPPED_FILE)
@@ -127,17 +124,17 @@ class LossGuard(Callback):
         dist.all_reduce(totals)
         loss = (totals[0] / totals[1]).item()
         if not math.isfinite(loss):
-            self._roll_back(state, step, f"loss {loss}")
+            self._roll_back(state, logger, step, f"loss {loss}")
         if totals[2].item():
-            self._roll_back(state, step, "non-finite gradients")
+            self._roll_back(state, logger, step, "non-finite gradients")
         if self.cfg.spike_factor is not None and len(self.recent) == self.cfg.window:
             mean = sum(self.recent) / len(self.recent)
             if loss > self.cfg.spike_factor * mean:
-                self._roll_back(state, step, f"loss {loss:.4g} > {self.cfg.spike_factor:g} x {mean:.4g} "
+                self._roll_back(state, logger, step, f"loss {loss:.4g} > {self.cfg.spike_factor:g} x {mean:.4g} "
                                              f"(mean of the last {self.cfg.window} steps)")
         self.recent.append(loss)
 
-    def _checked_before_saving(self, due: Callable[[State, Any], bool]) -> Callable[[State, Any], bool]:
+    def _checked_before_saving(self, due: Callable[[State, Any], bool], logger: Logger) -> Callable[[State, Any], bool]:
         def check(state: State, event) -> bool:
             if not due(state, event):
                 return False
@@ -145,27 +142,23 @@ class LossGuard(Callback):
             bad[0] = any(not torch.isfinite(_local(p)).all() for p in state.model.parameters())
             dist.all_reduce(bad)
             if bad.item():  # the step just taken broke the weights: never saved, rolled back instead
-                self._roll_back(state, int(state.timestamp.batch), "non-finite weights after it")
+                self._roll_back(state, logger, int(state.timestamp.batch), "non-finite weights after it")
             return True
         return check
 
     # --- a bad step -----------------------------------------------------------------------------------
 
-    def _roll_back(self, state: State, step: int, why: str) -> None:
+    def _roll_back(self, state: State, logger: Logger, step: int, why: str) -> None:
         self.skipped[step] = why
         if len(self.skipped) > self.cfg.max_skipped:
             raise UserError(f"callbacks.loss_guard: {len(self.skipped)} bad steps (steps "
                             f"{', '.join(map(str, sorted(self.skipped)))}) exceed max_skipped "
                             f"{self.cfg.max_skipped}: the run diverges; lower optimizer.lr or resume from an "
                             "earlier checkpoint (save_folder keeps them)")
-        if dist.get_global_rank() == 0:
-            if self.save_folder is not None:
-                body = json.dumps({str(s): w for s, w in sorted(self.skipped.items())}, indent=1).encode()
-                write_beside_checkpoints(self.save_folder, SKIPPED_FILE, body)
-            for sink in state.callbacks:
-                if isinstance(sink, MetricsJsonl):
-                    with sink.path.open("a") as f:
-                        f.write(json.dumps({"step": step, "loss_guard/rolled_back": why}) + "\n")
+        if dist.get_global_rank() == 0 and self.save_folder is not None:
+            body = json.dumps({str(s): w for s, w in sorted(self.skipped.items())}, indent=1).encode()
+            write_beside_checkpoints(self.save_folder, SKIPPED_FILE, body)
+        log_event(logger, step, {"loss_guard/rolled_back": why})  # the step ends here: reported now
         where = "the newest checkpoint" if self.save_folder else "the start of the run (no save_folder)"
         self._say(f"step {step}: {why}: not applied; rolling back to {where}, this batch will be skipped")
         raise RolledBack(f"step {step}: {why}")
@@ -186,40 +179,4 @@ def _parse(section: dict, key: str) -> LossGuardConfig:
     return cfg
 
 
-callbacks.register("loss_guard", lambda section: LossGuard(_parse(section, "callbacks.loss_guard")), _parse)
-
-
-# --- the training loop around it --------------------------------------------------------------------------
-
-def fit(trainer, cfg, build: Callable[[Any], Any]):
-    """`trainer.fit()`; after each rollback, `build(cfg)` again with autoresume on (so it starts from the
-    newest checkpoint in save_folder; without one, from the start or load_path) and fit that. Returns the
-    trainer that finished."""
-    save_folder = format_name_with_dist(cfg.save_folder, cfg.run_name) if cfg.save_folder else None
-    carried = None
-    while True:
-        guard = next((cb for cb in trainer.state.callbacks if isinstance(cb, LossGuard)), None)
-        if guard is not None:
-            guard.prepare(save_folder, carried)
-        try:
-            trainer.fit()
-            return trainer
-        except RolledBack:
-            carried = dict(guard.skipped)
-        _dispose(trainer)  # outside `except`: the traceback would keep the old trainer's tensors alive
-        trainer = None
-        gc.collect()
-        trainer = build(_resuming(cfg))
-
-
-def _resuming(cfg):
-    resumed = replace(cfg, autoresume=cfg.save_folder is not None)
-    object.__setattr__(resumed, "from_environment", cfg.from_environment)  # not an init field: keep it
-    return resumed
-
-
-def _dispose(trainer) -> None:
-    trainer.close()
-    # Engine registers its close at exit with the state as argument and keeps that after close():
-    # drop it so the old model and optimizer can be freed before the new ones are built.
-    atexit.unregister(Engine._close)
+callbacks.register("loss_guard", _parse, LossGuard)

@@ -35,7 +35,7 @@ class RuntimeEstimatorConfig:
     time_unit: TimeUnit = "hours"
 
 
-callbacks.register_typed("speed_monitor", SpeedMonitorConfig, lambda cfg: SpeedMonitor(**vars(cfg)))
-callbacks.register_typed("lr_monitor", NoOptions, lambda cfg: LRMonitor())
-callbacks.register_typed("memory_monitor", MemoryMonitorConfig, lambda cfg: MemoryMonitor(**vars(cfg)))
-callbacks.register_typed("runtime_estimator", RuntimeEstimatorConfig, lambda cfg: RuntimeEstimator(**vars(cfg)))
+callbacks.register("speed_monitor", SpeedMonitorConfig, lambda cfg: SpeedMonitor(**vars(cfg)))
+callbacks.register("lr_monitor", NoOptions, lambda cfg: LRMonitor())
+callbacks.register("memory_monitor", MemoryMonitorConfig, lambda cfg: MemoryMonitor(**vars(cfg)))
+callbacks.register("runtime_estimator", RuntimeEstimatorConfig, lambda cfg: RuntimeEstimator(**vars(cfg)))

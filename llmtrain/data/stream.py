@@ -5,7 +5,7 @@ restarts ends the run; checks shard files against their hashes only when `valida
 all in a `local`-only stream; reads a truncated or wrongly indexed shard as whatever bytes are there (garbage
 tokens, or an IndexError deep in a worker). Here:
 
-  * reads retry through outages (llmtrain/data/remote.py, up to object_store_retry_timeout);
+  * reads retry through outages (llmtrain/retry.py, up to object_store_retry_timeout);
   * every shard file present or fetched must have the size index.json gives it;
   * a shard whose index entry carries hashes is checked against one when it is fetched, unless
     `validate_hash` says which;
@@ -24,7 +24,7 @@ from streaming.base.format.base.reader import FileInfo
 from streaming.base.hashing import get_hash
 from streaming.base.world import World
 
-from llmtrain.data.remote import retry_through_outage
+from llmtrain.retry import DEFAULT_RETRY_TIMEOUT, retry_through_outage
 from llmtrain.errors import UserError
 
 # Fastest first: what a fetched shard is checked with when its index entry has hashes and validate_hash is unset.
@@ -32,11 +32,13 @@ _PREFERRED_HASHES = ("xxh3_64", "xxh64", "xxh128", "xxh3_128", "xxh32", "sha1", 
 
 
 class CheckedStream(Stream):
-    """A Stream for YAML key `key` (e.g. train_loader.dataset.streams.web)."""
+    """A Stream for YAML key `key` (e.g. train_loader.dataset.streams.web); its reads wait out an outage of
+    the store for up to `retry_timeout` seconds (the run's object_store_retry_timeout)."""
 
-    def __init__(self, *, key: str, **kwargs: Any):
+    def __init__(self, *, key: str, retry_timeout: float = DEFAULT_RETRY_TIMEOUT, **kwargs: Any):
         super().__init__(**kwargs)
         self.key = key
+        self.retry_timeout = retry_timeout
 
     @property
     def source(self) -> str:
@@ -53,6 +55,7 @@ class CheckedStream(Stream):
         local = self._local_path(to_basename or from_basename)
         retry_through_outage(lambda: self._downloader.download(remote, local, self.download_timeout),
                              f"{self.key}: reading {remote}", remote, retries=self.download_retry,
+                             limit=self.retry_timeout,
                              clean_up=self._downloader.clean_up,
                              first_contact=from_basename == "index.json")  # read once, as the dataset is built
         return local

@@ -7,6 +7,7 @@ collated exactly as the `text` loader's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from composer.core import DataSpec
@@ -44,7 +45,9 @@ class SyntheticTokens(Dataset):
         return {"tokens": tokens, "source_id": 0}
 
 
-def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_size: int, key: str) -> DataSpec:
+def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_size: int, key: str,
+                               retry_timeout: Optional[float] = None) -> DataSpec:
+    """(`retry_timeout`: as for every loader; nothing here is read from an object store.)"""
     dataset = SyntheticTokens(cfg)
     sampler = dist.get_sampler(dataset, shuffle=False, drop_last=cfg.drop_last)
     loader = DataLoader(dataset, batch_size=device_batch_size, sampler=sampler, num_workers=cfg.num_workers,
@@ -52,4 +55,4 @@ def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_siz
     return DataSpec(loader)
 
 
-dataloaders.register_typed("synthetic", SyntheticConfig, build_synthetic_dataloader)
+dataloaders.register("synthetic", SyntheticConfig, build_synthetic_dataloader)

@@ -33,6 +33,7 @@ of the epoch (streaming alone would end the epoch early, silently, and hang any 
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ from llmtrain.data.stream import CheckedStream
 from llmtrain.data.shm import clean_stale_streaming_state, record_owner
 from llmtrain.data.shm_prefix import race_free_prefixes
 from llmtrain.errors import UserError
+from llmtrain.registry import dataloaders
+from llmtrain.retry import DEFAULT_RETRY_TIMEOUT
 from llmtrain.schema import parse_section
 
 log = logging.getLogger(__name__)
@@ -308,31 +311,34 @@ def _check_shards(dataset: TextStreamingDataset, ds: TextDatasetConfig, key: str
                             f"--max-seq-len {ds.max_seq_len}")
 
 
-_cleaned_stale_state = False
-
-
+@functools.cache
 def _clean_stale_state_once() -> None:
-    """Once per process (a second call could not tell this run's train loader from a stale one)."""
-    global _cleaned_stale_state
-    if not _cleaned_stale_state:
-        if dist.get_local_rank() == 0:
-            removed = clean_stale_streaming_state()
-            if removed:
-                log.info("removed %d stale streaming shared-memory blocks / locks", len(removed))
-        if dist.is_initialized():  # otherwise streaming sets up (and tears down) its own process group
-            dist.barrier()
-        _cleaned_stale_state = True
+    """Once per process (a second call could not tell this run's train loader from a stale one); a call
+    that raised is not remembered."""
+    if dist.get_local_rank() == 0:
+        removed = clean_stale_streaming_state()
+        if removed:
+            log.info("removed %d stale streaming shared-memory blocks / locks", len(removed))
+    if dist.is_initialized():  # otherwise streaming sets up (and tears down) its own process group
+        dist.barrier()
 
 
-def build_text_dataloader(section: dict, tokenizer, device_batch_size: int, key: str = "train_loader") -> DataSpec:
-    """The DataSpec for a `name: text` section (`section` without `name`)."""
-    cfg = parse_text_section(section, key)
+def build_text_dataloader(section: dict, tokenizer, device_batch_size: int, key: str = "train_loader",
+                          retry_timeout: float = DEFAULT_RETRY_TIMEOUT) -> DataSpec:
+    """The DataSpec for a `name: text` section (`section` without `name`); reads wait out an outage of the
+    object store for up to `retry_timeout` seconds (the run's object_store_retry_timeout)."""
+    return _build(parse_text_section(section, key), tokenizer, device_batch_size, key, retry_timeout)
+
+
+def _build(cfg: TextLoaderConfig, tokenizer, device_batch_size: int, key: str = "train_loader",
+           retry_timeout: float = DEFAULT_RETRY_TIMEOUT) -> DataSpec:
     ds = cfg.dataset
     eos_token_id = ds.eos_token_id if ds.eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
     if eos_token_id is None:
         raise UserError(f"{key}.dataset.eos_token_id: the tokenizer has no EOS token; set eos_token_id")
     named = _named_streams(ds)
-    streams = [CheckedStream(key=_stream_key(key, ds, name), **{k: v for k, v in vars(s).items() if v is not None})
+    streams = [CheckedStream(key=_stream_key(key, ds, name), retry_timeout=retry_timeout,
+                             **{k: v for k, v in vars(s).items() if v is not None})
                for name, s in named.items()]
     _clean_stale_state_once()
     try:
@@ -372,3 +378,6 @@ def _num_samples(batch: dict[str, torch.Tensor]) -> int:
 
 def _num_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].numel())  # packed: every position is a real token
+
+
+dataloaders.register("text", parse_text_section, _build)

@@ -3,6 +3,8 @@
 Batch contract (from the data loader): `input_ids` (B, S) int64; `labels` (B, S) int64, an unshifted
 copy of input_ids with -100 where no loss is taken; optional `sequence_id` (B, S) and
 `attention_mask` (B, S). Other keys (e.g. `source_id`) are ignored.
+
+YAML `model: {name: mpt_causal_lm, ...}` builds a ComposerMPT from the rest of the section (registered below).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import ComposerModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from llmtrain.models.mpt.configuration import MPTConfig
-
+from llmtrain.models.mpt.configuration import MPTConfig, parse_mpt_section
 from llmtrain.models.mpt.modeling import MPTForCausalLM, shifted_targets
+from llmtrain.registry import models
 
 
 def _metrics() -> dict:
@@ -83,3 +85,17 @@ class ComposerMPT(ComposerModel):
             params -= cfg.vocab_size * cfg.d_model
         attn_flops = 4 * cfg.n_layers * cfg.d_model * s ** 2
         return (2 * params * s + attn_flops) * 3 * bs
+
+
+def validate_mpt_section(cfg: dict, key: str = "model") -> dict:
+    """`cfg` itself once checked: raises UserError (naming e.g. `model.attn_config.alibi`) for any mistake."""
+    parse_mpt_section(cfg, key)
+    return cfg
+
+
+def build_composer_mpt(cfg: dict) -> ComposerMPT:
+    """The YAML `model:` section without `name` (nested attn_config / init_config dicts)."""
+    return ComposerMPT(MPTConfig(**validate_mpt_section(cfg, "model")))
+
+
+models.register("mpt_causal_lm", validate_mpt_section, lambda cfg: ComposerMPT(MPTConfig(**cfg)))

@@ -11,13 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from llmtrain import builders
+from llmtrain.checkpoint.folder import LATEST
+from llmtrain.config import TokenizerConfig
+from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
 from llmtrain.errors import UserError
+from llmtrain.hf_export import model_from_checkpoint
+from llmtrain.models.mpt.hf_interop import load_hf
 
 
 def checkpoint_of(path: Path) -> Path:
     """A run directory stands for its save folder, a save folder for its latest checkpoint."""
-    from llmtrain.checkpoint import LATEST
-
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
     if (path / LATEST).exists():
@@ -37,12 +41,6 @@ def run_config_of(checkpoint: Path) -> Optional[Path]:
 def load_model(source: str, config: Optional[str] = None, tokenizer: Optional[str] = None):
     """(MPTForCausalLM in eval mode on CPU, its tokenizer, its max_seq_len) from an HF folder or a checkpoint.
     `tokenizer` (a name or folder) overrides the one the source names; gpt-neox-20b when it names none."""
-    from llmtrain import builders
-    from llmtrain.checkpoint import model_from_checkpoint
-    from llmtrain.config import TokenizerConfig
-    from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
-    from llmtrain.models.mpt.hf_interop import load_hf
-
     local = Path(source)
     remote = source.startswith("s3://")
     if not remote and not local.exists():

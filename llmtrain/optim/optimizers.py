@@ -35,8 +35,8 @@ class SGDConfig:
     nesterov: bool = False
 
 
-optimizers.register_typed("decoupled_lionw", LionConfig, lambda cfg, params: DecoupledLionW(params, **vars(cfg)))
+optimizers.register("decoupled_lionw", LionConfig, lambda cfg, params: DecoupledLionW(params, **vars(cfg)))
 # Composer's DecoupledAdamW scales weight decay by lr / initial_lr, as llm-foundry recipes expect.
-optimizers.register_typed("decoupled_adamw", AdamConfig, lambda cfg, params: DecoupledAdamW(params, **vars(cfg)))
-optimizers.register_typed("decoupled_sgdw", SGDConfig, lambda cfg, params: DecoupledSGDW(params, **vars(cfg)))
-optimizers.register_typed("adamw", AdamConfig, lambda cfg, params: torch.optim.AdamW(params, **vars(cfg)))
+optimizers.register("decoupled_adamw", AdamConfig, lambda cfg, params: DecoupledAdamW(params, **vars(cfg)))
+optimizers.register("decoupled_sgdw", SGDConfig, lambda cfg, params: DecoupledSGDW(params, **vars(cfg)))
+optimizers.register("adamw", AdamConfig, lambda cfg, params: torch.optim.AdamW(params, **vars(cfg)))

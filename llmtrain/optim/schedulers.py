@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from composer.optim import (ConstantWithWarmupScheduler, CosineAnnealingWithWarmupScheduler,
                             LinearWithWarmupScheduler)
 
 from llmtrain.registry import schedulers
-
-Duration = Union[int, str]
+from llmtrain.schema import Duration
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,9 @@ def _composer_kwargs(cfg) -> dict:
     return {k: f"{v}ba" if k.startswith("t_") and isinstance(v, int) else v for k, v in vars(cfg).items()}
 
 
-schedulers.register_typed("cosine_with_warmup", CosineWithWarmup,
+schedulers.register("cosine_with_warmup", CosineWithWarmup,
                           lambda cfg: CosineAnnealingWithWarmupScheduler(**_composer_kwargs(cfg)))
-schedulers.register_typed("linear_decay_with_warmup", LinearDecayWithWarmup,
+schedulers.register("linear_decay_with_warmup", LinearDecayWithWarmup,
                           lambda cfg: LinearWithWarmupScheduler(**_composer_kwargs(cfg)))
-schedulers.register_typed("constant_with_warmup", ConstantWithWarmup,
+schedulers.register("constant_with_warmup", ConstantWithWarmup,
                           lambda cfg: ConstantWithWarmupScheduler(**_composer_kwargs(cfg)))

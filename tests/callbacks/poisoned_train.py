@@ -57,7 +57,7 @@ class Poison(Callback):
                 next(state.model.parameters()).view(-1)[0] = float("nan")
 
 
-callbacks.register_typed("poison", PoisonConfig, Poison)
+callbacks.register("poison", PoisonConfig, Poison)
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "scripts"))

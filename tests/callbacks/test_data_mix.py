@@ -11,7 +11,7 @@ from composer import Trainer
 from composer.loggers import InMemoryLogger
 
 from llmtrain.callbacks.data_mix import DataMixMonitor
-from llmtrain.callbacks.metrics_jsonl import MetricsJsonl
+from llmtrain.loggers.metrics_jsonl import MetricsJsonl
 from llmtrain.data.prep import prepare
 from llmtrain.data.text import build_text_dataloader
 from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers

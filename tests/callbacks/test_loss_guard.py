@@ -16,7 +16,7 @@ import torch
 
 from llmtrain.callbacks.loss_guard import RECENT_KEY, SKIPPED_FILE
 from llmtrain.checkpoint import read_checkpoint
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.errors import UserError
 from llmtrain.train import train
 from tests.callbacks import poisoned_train  # noqa: F401  (registers the `poison` callback)

@@ -15,8 +15,8 @@ from composer.callbacks.speed_monitor import get_gpu_flops_available
 from composer.loggers import InMemoryLogger
 
 from llmtrain import builders
-from llmtrain.callbacks.metrics_jsonl import MetricsJsonl, drop_torn_tail
-from llmtrain.callbacks.progress import Progress, human
+from llmtrain.loggers.metrics_jsonl import MetricsJsonl, drop_torn_tail
+from llmtrain.loggers.progress import Progress, human
 from llmtrain.errors import UserError
 from llmtrain.models import ComposerMPT
 from llmtrain.models.mpt.configuration import MPTConfig

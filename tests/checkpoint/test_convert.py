@@ -8,7 +8,8 @@ import torch
 import transformers
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from llmtrain.checkpoint import convert_to_hf, read_checkpoint
+from llmtrain.checkpoint import read_checkpoint
+from llmtrain.hf_export import convert_to_hf
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.models.mpt.modeling import MPTForCausalLM
 from tests.checkpoint.harness import ROOT, SUBPROCESS_ENV

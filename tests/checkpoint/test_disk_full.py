@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from llmtrain.checkpoint import LATEST, read_checkpoint
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.errors import UserError
 from llmtrain.train import train
 from tests.checkpoint.harness import ROOT, SMALL, SUBPROCESS_ENV, by_step

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from llmtrain.checkpoint import read_checkpoint, repair_latest, safe_torch_load
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.train import train
 from tests.checkpoint.conftest import EVERY, STEPS, run_overrides
 from tests.checkpoint.harness import ROOT, SMALL, Job, by_step, records

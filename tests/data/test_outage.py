@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.data.prep import prepare
 from llmtrain.data.tokenizer import NEOX_NAME, install_tokenizers
 from llmtrain.errors import UserError

@@ -16,7 +16,7 @@ from composer.utils import dist
 from composer.utils.parallelism import FSDP2Config
 from torch.distributed.fsdp import FSDPModule
 
-from llmtrain.callbacks import MetricsJsonl
+from llmtrain.loggers.metrics_jsonl import MetricsJsonl
 from llmtrain.checkpoint import ModelRecipe
 from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer
 from llmtrain.eval.callback import ICLEvaluator

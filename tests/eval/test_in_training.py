@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.data.tokenizer import install_tokenizers
-from llmtrain.report import plot_run
+from llmtrain.loggers.report import plot_run
 from llmtrain.train import train
 from tests.eval.tasks import write_all_types
 

@@ -2,7 +2,7 @@
 never the scored example), and every mistake as one line naming the file, the line and the field."""
 import pytest
 
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.data.tokenizer import NEOX_NAME, build_tokenizer, install_tokenizers
 from llmtrain.errors import UserError
 from llmtrain.eval.prompts import PromptBuilder, fewshot_indices, preamble_text

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from llmtrain.checkpoint import convert_to_hf
+from llmtrain.hf_export import convert_to_hf
 from llmtrain.config import Fp8Config
 from llmtrain.errors import UserError
 from llmtrain.models import fp8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.data.prep import build_parser, prepare
 from llmtrain.data.tokenizer import install_tokenizers
 from tests.data.corpus import make_documents

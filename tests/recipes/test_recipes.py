@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmtrain.builders import build_model
-from llmtrain.config import load_config
+from llmtrain.builders import load_config
 from llmtrain.train import train
 from tests.checkpoint.harness import records
 from tests.data.corpus import write_stream_shards

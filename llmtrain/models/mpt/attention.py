@@ -16,6 +16,7 @@ Masks are built once per forward (`AttentionPlan`) and shared by every layer.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -25,7 +26,13 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from llmtrain.kernels import flash_alibi_attention
-from llmtrain.models.mpt.flex_backend import TRITON, kernel_options
+
+FLASH, TRITON = "FLASH", "TRITON"  # compiled flex's kernels: FlashAttention-4, or flex's Triton (flex_backend.py)
+
+
+def kernel_options(backend: str):
+    """flex_attention's `kernel_options` for a chosen backend (None: flex's default, Triton)."""
+    return {"BACKEND": FLASH} if backend == FLASH else None
 
 
 def alibi_slopes(n_heads: int, alibi_bias_max: float = 8.0, device=None) -> torch.Tensor:
@@ -157,7 +164,6 @@ class AttentionPlan:
         return alibi
 
 
-_compiled_flex: Optional[Callable] = None
 
 
 @torch.compiler.disable
@@ -167,14 +173,16 @@ def _triton_attention(q, k, v, plan: "AttentionPlan", scale: float) -> torch.Ten
     return flash_alibi_attention(q, k, v, slopes=plan.slopes, sequence_id=plan.sequence_id, softmax_scale=scale)
 
 
+@functools.cache
+def _compiled_flex() -> Callable:
+    return torch.compile(flex_attention, dynamic=False)  # once per process
+
+
 def _flex(q: torch.Tensor) -> Callable:
     """flex_attention, compiled on CUDA (eager flex materialises every score and is only a reference)."""
-    global _compiled_flex
     if q.device.type != "cuda":
         return flex_attention
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex
+    return _compiled_flex()
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float,

@@ -22,8 +22,10 @@ import os
 
 import torch
 
+from llmtrain.models.mpt.attention import FLASH, TRITON, AttentionPlan, alibi_slopes, attend, kernel_options
+
+__all__ = ["FLASH", "TRITON", "choose", "flash_installed", "kernel_options"]
 log = logging.getLogger(__name__)
-FLASH, TRITON = "FLASH", "TRITON"
 OPT_IN = "LLMTRAIN_FLASH_ATTENTION_4"
 _PROBE_SEQ, _PROBE_BATCH = 512, 2
 
@@ -33,11 +35,6 @@ def flash_installed() -> bool:
         return importlib.util.find_spec("flash_attn.cute") is not None
     except ImportError:  # a `flash_attn` without the cute subpackage
         return False
-
-
-def kernel_options(backend: str):
-    """flex_attention's `kernel_options` for a chosen backend (None: flex's default, Triton)."""
-    return {"BACKEND": FLASH} if backend == FLASH else None
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,8 +60,6 @@ def choose(n_heads: int, kv_heads: int, head_dim: int, alibi_bias_max: float, al
 
 
 def _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, documents, dtype, device) -> float:
-    from llmtrain.models.mpt.attention import AttentionPlan, alibi_slopes, attend
-
     gen = torch.Generator(device=device).manual_seed(0)
     shape = (_PROBE_BATCH, n_heads, _PROBE_SEQ, head_dim)
     q = torch.randn(shape, device=device, dtype=dtype, generator=gen)

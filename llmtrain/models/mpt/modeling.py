@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from llmtrain.models.mpt import flex_backend
+from llmtrain.models.mpt import flex_backend, hf_files
 from llmtrain.models.mpt.attention import apply_rope, attend, build_plan
 from llmtrain.models.mpt.configuration import MPTConfig
 from llmtrain.models.mpt.param_init import init_module
@@ -275,8 +275,7 @@ class MPTForCausalLM(PreTrainedModel):
         For a folder that stock transformers loads, use `hf_interop.export_hf`."""
         if args or kwargs:
             raise TypeError(f"MPTForCausalLM.save_pretrained takes only a folder path, got extra {args} {kwargs}")
-        from llmtrain.models.mpt.hf_interop import save_native
-        save_native(self, path)
+        hf_files.save_native(self, path)
 
     @classmethod
     def from_pretrained(cls, path, *args, **kwargs) -> "MPTForCausalLM":
@@ -284,5 +283,7 @@ class MPTForCausalLM(PreTrainedModel):
         `transformers.MptForCausalLM` (read as the model stock MPT runs; see hf_interop.load_hf)."""
         if args or kwargs:
             raise TypeError(f"MPTForCausalLM.from_pretrained takes only a folder path, got extra {args} {kwargs}")
-        from llmtrain.models.mpt.hf_interop import load_hf
-        return load_hf(path)
+        config, state = hf_files.read_folder(path)
+        model = cls(config)
+        hf_files.load_weights(model, state, path)
+        return model

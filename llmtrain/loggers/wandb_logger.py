@@ -46,4 +46,4 @@ def build_wandb(cfg: WandBConfig, run_dir: Path) -> WandBLogger:
                        tags=list(cfg.tags), log_artifacts=cfg.log_artifacts, init_kwargs=dict(cfg.init_kwargs))
 
 
-loggers.register_typed("wandb", WandBConfig, build_wandb)
+loggers.register("wandb", WandBConfig, build_wandb)

@@ -2,7 +2,8 @@
 
 Composer writes checkpoints in place and re-points `latest` only after a save has finished, so a save cut
 short by ENOSPC/EFBIG leaves the previous checkpoint as latest; the next autoresume removes the partial
-one (llmtrain.checkpoint.repair_latest).
+one (llmtrain/checkpoint/folder.py, `repair_latest`). A save is known by its own marker: `mark_saves` tags
+whatever the CheckpointSaver's save raises.
 """
 from __future__ import annotations
 
@@ -11,31 +12,33 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from llmtrain.errors import UserError
+from llmtrain.errors import UserError, causes
 
 # no space left, a file over the size limit (RLIMIT_FSIZE, the filesystem's), the quota used up
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+SAVING = "_llmtrain_while_saving_a_checkpoint"  # the attribute `mark_saves` sets on what a save raised
+
+
+def mark_saves(saver) -> None:
+    """Tag every exception Composer's CheckpointSaver `saver` (None: no saving) raises while it saves."""
+    if saver is None:
+        return
+    save = saver._save_checkpoint
+
+    def marked(state, logger):
+        try:
+            return save(state, logger)
+        except BaseException as err:
+            setattr(err, SAVING, True)
+            raise
+
+    saver._save_checkpoint = marked
 
 
 def _disk_full_cause(err: BaseException) -> Optional[OSError]:
     """The OSError behind `err` (itself, or what it was raised from or while handling) that says the disk
     is full. torch.save reports a failed write as a RuntimeError raised while handling it."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _FULL:
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _while_saving(err: BaseException) -> bool:
-    tb = err.__traceback__
-    while tb is not None:
-        if "checkpoint" in os.path.basename(tb.tb_frame.f_code.co_filename):
-            return True
-        tb = tb.tb_next
-    return False
+    return next((c for c in causes(err) if isinstance(c, OSError) and c.errno in _FULL), None)
 
 
 @contextmanager
@@ -48,7 +51,7 @@ def reported(save_folder: Optional[str]) -> Iterator[None]:
         if cause is None:
             raise
         what = f"out of disk space ({os.strerror(cause.errno)})"
-        if _while_saving(err):
+        if any(getattr(c, SAVING, False) for c in causes(err)):
             raise UserError(f"save_folder: '{save_folder}': {what} while saving a checkpoint; the partial one is "
                             "not used: free space there (or point save_folder elsewhere) and relaunch with "
                             "autoresume=true to continue from the last complete checkpoint") from None

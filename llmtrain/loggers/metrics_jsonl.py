@@ -63,6 +63,10 @@ class MetricsJsonl(LoggerDestination):
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         self._pending.update(metrics)
 
+    def log_event(self, step: int, metrics: dict[str, Any]) -> None:
+        """A record of its own, written now (llmtrain.loggers.log_event), leaving the step's pending metrics be."""
+        self._append({"step": step, **{key: _plain(value) for key, value in metrics.items()}})
+
     def fit_start(self, state: State, logger: Logger) -> None:
         self._last = (int(state.timestamp.token), time.perf_counter())
         if dist.get_global_rank() == 0:
@@ -100,6 +104,9 @@ class MetricsJsonl(LoggerDestination):
         for key, value in self._pending.items():
             record.setdefault(key, _plain(value))
         self._pending.clear()
+        self._append(record)
+
+    def _append(self, record: dict) -> None:
         if dist.get_global_rank() == 0:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
