@@ -164,8 +164,6 @@ class AttentionPlan:
         return alibi
 
 
-
-
 @torch.compiler.disable
 def _triton_attention(q, k, v, plan: "AttentionPlan", scale: float) -> torch.Tensor:
     # Outside torch.compile: inductor re-compiles user Triton kernels and fails on this one
@@ -173,16 +171,14 @@ def _triton_attention(q, k, v, plan: "AttentionPlan", scale: float) -> torch.Ten
     return flash_alibi_attention(q, k, v, slopes=plan.slopes, sequence_id=plan.sequence_id, softmax_scale=scale)
 
 
-@functools.cache
-def _compiled_flex() -> Callable:
-    return torch.compile(flex_attention, dynamic=False)  # once per process
+# One compiled flex for the process (torch.compile compiles on the first call, not here). A module constant
+# rather than a cached factory: a compiled model traces through it with no functools.cache warning.
+_COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
 
 
 def _flex(q: torch.Tensor) -> Callable:
     """flex_attention, compiled on CUDA (eager flex materialises every score and is only a reference)."""
-    if q.device.type != "cuda":
-        return flex_attention
-    return _compiled_flex()
+    return _COMPILED_FLEX if q.device.type == "cuda" else flex_attention
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float,
