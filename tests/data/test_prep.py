@@ -223,6 +223,12 @@ def test_s3_output_errors_are_one_line(tmp_path, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(UserError, match=r"--out: cannot write to 's3://.*/x' \(ClientError: .*403.*\); check the bucket"):
         prepare(*args, f"s3://{bucket}/x", NEOX_NAME, max_seq_len=2)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup to wait for
+    with pytest.raises(UserError, match=r"--out: cannot write to 's3://.*/x' \(NoCredentialsError: Unable to locate "
+                                        r"credentials\); check the bucket"):
+        prepare(*args, f"s3://{bucket}/x", NEOX_NAME, max_seq_len=2)
     assert s3_server.keys(bucket) == []
 
 
