@@ -7,8 +7,11 @@ pass number until the size is reached, as bench_data.py's), written once per for
 reference), json.gz, jsonl.zst, parquet (row groups of 1,000 documents, with a `lang` column) and a
 `datasets` folder (save_to_disk's layout: arrow IPC stream files and state.json). Each run is
 `scripts/data_prep.py` in a child process; reported per run, as one JSON line on stdout: tokens,
-seconds (wall, start-up included), tokens/s, the data_prep process's peak RSS (its ru_maxrss) and the
-peak RSS of it and its tokenizer workers together (sampled every 0.1 s). `--read` also times reading
+seconds (wall, start-up included), tokens/s, peak RSS as wait4's ru_maxrss gives it (and `/usr/bin/time
+-f %M`: on Linux the largest of data_prep and its reaped workers, not their sum), data_prep's own peak RSS
+(its VmHWM, read every 0.1 s; Linux only), the peak RSS of it and its tokenizer workers together
+(sampled every 0.1 s) and, every 30 s, both RSS then (`rss_timeline_s_own_with_workers_mb`: [seconds,
+data_prep, with workers], to see memory stay flat). `--read` also times reading
 each format alone (no tokenizer: how far the readers are from being the bottleneck) with that
 reader's peak RSS; `--workers ''` runs only that. `--seconds S` stops each data_prep run after S seconds (SIGINT: it
 removes its partial output) and reports the rate of its last progress line (printed every 10 s) and
@@ -144,6 +147,24 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+def _own_hwm(pid: int) -> int:
+    """The process's own peak RSS so far (VmHWM), in bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _own_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+
+
 def run_prep(source: Path, out: Path, kind: str, workers: int, seq: int, seconds: float = 0) -> dict:
     """One data_prep run; with `seconds`, it is interrupted then and its last progress line is the result."""
     cmd = [sys.executable, str(REPO / "scripts/data_prep.py"), str(source), "--out", str(out), "--tokenizer",
@@ -156,19 +177,26 @@ def run_prep(source: Path, out: Path, kind: str, workers: int, seq: int, seconds
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)},
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    peak_tree, interrupted = 0, False
-    while True:  # reaped here, not by Popen, to get the child's own rusage (its peak RSS)
+    peak_tree, peak_own, interrupted, timeline, last_mark = 0, 0, False, [], start
+    while True:  # reaped here, not by Popen, to get the child's rusage (ru_maxrss)
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        peak_tree = max(peak_tree, _tree_rss(child.pid))
+        tree = _tree_rss(child.pid)
+        peak_tree = max(peak_tree, tree)
+        peak_own = max(peak_own, _own_hwm(child.pid))
+        if time.perf_counter() - last_mark >= 30:  # does memory grow as the run goes on?
+            last_mark = time.perf_counter()
+            timeline.append([round(last_mark - start), round(_own_rss(child.pid) / 2**20), round(tree / 2**20)])
         if seconds and not interrupted and time.perf_counter() - start > seconds:
             child.send_signal(signal.SIGINT)  # data_prep removes its partial output and exits
             interrupted = True
         time.sleep(0.1)
     wall = time.perf_counter() - start
     output, errors = child.stdout.read(), child.stderr.read()
-    result = {"peak_rss_mb": round(usage.ru_maxrss / 1024), "peak_rss_with_workers_mb": round(peak_tree / 2**20)}
+    result = {"peak_rss_mb": round(usage.ru_maxrss / 1024), "peak_rss_own_mb": round(peak_own / 2**20),
+              "peak_rss_with_workers_mb": round(peak_tree / 2**20),
+              "rss_timeline_s_own_with_workers_mb": timeline}
     if interrupted:
         progress = [line for line in errors.splitlines() if line.startswith("data_prep: ") and "tokens/s" in line]
         if not progress:

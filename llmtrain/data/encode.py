@@ -16,7 +16,9 @@ class Encoder:
         self.tokenizer.encode_special_tokens = True  # "<|endoftext|>" inside a document is just text
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        # encode_batch_fast: the same ids without offsets, ~200 MB less for a 4 MB document (whose
+        # tokenization holds ~0.55 GB instead of ~0.75 GB while it runs) and faster.
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         # int32 halves what worker processes send back; every vocabulary here fits.
         ids = np.concatenate([np.asarray(e.ids, np.int32) for e in encodings]) if encodings else np.zeros(0, np.int32)

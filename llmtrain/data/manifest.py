@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,12 +133,7 @@ def manifest(summary: PrepSummary, tokenizer: dict, options: dict) -> dict:
     }
 
 
-def write_manifest(writer, remote: bool, content: dict) -> None:
-    """Into the finished output: the local folder, or uploaded beside the remote index.json."""
-    os.makedirs(writer.local, exist_ok=True)  # a remote writer removes its staging folder in finish()
-    with open(os.path.join(writer.local, MANIFEST_NAME), "w") as f:
-        json.dump(content, f, indent=1)
-        f.write("\n")
-    if remote:
-        writer.cloud_writer.upload_file(MANIFEST_NAME)
-        shutil.rmtree(writer.local, ignore_errors=True)
+def write_manifest(sink, content: dict) -> None:
+    """Into the finished output, beside index.json: `sink` is the shard writer's (llmtrain/data/mds.py),
+    a local folder or an S3 prefix."""
+    sink.put(MANIFEST_NAME, (json.dumps(content, indent=1) + "\n").encode("utf-8"))

