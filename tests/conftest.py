@@ -15,15 +15,19 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PY
 
 
 # --- Parallel runs (`make test`: pytest-xdist, --dist loadgroup): a test file runs on one worker, so its
-# module fixtures are built once; these folders' session fixtures are training runs (the reference run of
-# the checkpoint tests, the distributed layouts), so each folder stays on one worker ---
+# module fixtures are built once. The session fixtures of tests/distributed are training runs, so that folder
+# stays on one worker; tests/checkpoint's reference runs are shared the same way, except by test_resume.py,
+# whose kill -9 tests are the suite's longest and go to a worker of their own ---
 _ONE_WORKER_FOLDERS = {"checkpoint", "distributed"}
+_OWN_WORKER_FILES = {"tests/checkpoint/test_resume.py"}
 
 
 def _worker_group(item) -> str:
     path = item.path.relative_to(_ROOT)
     folder = path.parts[1] if len(path.parts) > 2 else ""
-    return folder if folder in _ONE_WORKER_FOLDERS else str(path)
+    if folder in _ONE_WORKER_FOLDERS and path.as_posix() not in _OWN_WORKER_FILES:
+        return folder
+    return str(path)
 
 
 # --- `gpu` marker: GPU tests run on the device machine and are skipped where there is no CUDA ---
