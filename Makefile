@@ -13,9 +13,9 @@ STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | md5sum | cut -c1-12)-$
 TOKENIZER := $(LLMTRAIN_CACHE)/tokenizers/EleutherAI/gpt-neox-20b/tokenizer.json
 DEMO_DATA := data/tiny/.done
 PYTEST_ARGS ?=
-# Many tests wait on subprocesses (each pays ~9 s of imports on one core) or on the object store, so three
+# Many tests wait on subprocesses (each pays ~9 s of imports on one core) or on the object store, so two
 # pytest workers keep a 2-core machine busy; tests that share session fixtures stay on one worker (tests/conftest.py).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: setup train test data objectstore clean
 
