@@ -16,7 +16,6 @@ Masks are built once per forward (`AttentionPlan`) and shared by every layer.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
