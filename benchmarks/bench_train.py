@@ -24,20 +24,28 @@ from composer.utils import dist
 
 from llmtrain.builders import config_from_dict
 from llmtrain.train import build_trainer
+import gaps
 from measure import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
 
 class StepProfiler(Callback):
-    """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other)."""
+    """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other). With `trace`
+    (a path ending .json.gz), host activity and Python stacks too, written there as a Chrome trace, and
+    the GPU's idle gaps summarised (gaps.py); the Python tracer slows the host, so time those steps apart."""
 
-    def __init__(self, start: int, steps: int):
+    def __init__(self, start: int, steps: int, trace: str | None = None):
         self.start, self.stop = start, start + steps
+        self.trace = trace
         self.profiler = None
         self.groups: dict[str, float] = {}
         self.kernels: dict[str, float] = {}
+        self.gaps = ""
 
     def batch_start(self, state: State, logger: Logger) -> None:
         if int(state.timestamp.batch) == self.start:
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            activities = [torch.profiler.ProfilerActivity.CUDA]
+            if self.trace:
+                activities.append(torch.profiler.ProfilerActivity.CPU)
+            self.profiler = torch.profiler.profile(activities=activities, with_stack=bool(self.trace))
             self.profiler.__enter__()
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -45,6 +53,9 @@ class StepProfiler(Callback):
             torch.cuda.synchronize()
             self.profiler.__exit__(None, None, None)
             self.groups, self.kernels = kernel_times(self.profiler, self.stop - self.start)
+            if self.trace:
+                self.profiler.export_chrome_trace(self.trace)
+                self.gaps = gaps.summarise(gaps.load(self.trace), self.stop - self.start, top=15, min_us=20)
             self.profiler = None
 
 
@@ -68,7 +79,8 @@ def run_ours(args) -> dict:
     recipe = yaml.safe_load((RECIPES / f"mpt-{args.preset}.yaml").read_text())
     world = dist.get_world_size()
     recipe.update(
-        train_loader={"name": "synthetic", "max_seq_len": args.seq, "docs_per_row": args.docs_per_row},
+        # Workers, as the recipes' loaders have: the random rows are made off the training thread.
+        train_loader={"name": "synthetic", "max_seq_len": args.seq, "docs_per_row": args.docs_per_row, "num_workers": 2},
         max_duration=f"{args.warmup + args.steps}ba",
         global_train_batch_size=args.microbatch * args.accum * world,
         device_train_microbatch_size=args.microbatch,
@@ -81,12 +93,15 @@ def run_ours(args) -> dict:
     timer = StepTimer()
     trainer.state.callbacks.append(timer)
     profiler = StepProfiler(args.warmup + 1, 3) if args.profile else None
-    if profiler:
-        trainer.state.callbacks.append(profiler)
+    tracer = StepProfiler(args.warmup + args.steps - 2, 2, args.trace) if args.trace else None  # after the timed steps
+    for callback in (profiler, tracer):
+        if callback:
+            trainer.state.callbacks.append(callback)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.fit()
-    step_s = statistics.median(timer.times[args.warmup:])
+    timed = timer.times[args.warmup:args.warmup + args.steps - (2 if tracer else 0)]
+    step_s = statistics.median(timed)
     tok_s = args.microbatch * args.accum * args.seq / step_s
     model = trainer.state.model
     n_params = getattr(model, "n_params", None) or sum(p.numel() for p in model.parameters())
@@ -97,6 +112,8 @@ def run_ours(args) -> dict:
     if profiler:
         result["kernel_ms_per_step"] = profiler.groups
         result["top_kernels_ms_per_step"] = top_kernels(profiler.kernels)
+    if tracer:
+        result["idle_gaps"] = tracer.gaps
     trainer.close()
     del trainer, model
     gc.collect()
@@ -152,6 +169,8 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="kernel time by group over 3 steps after warm-up")
+    parser.add_argument("--trace", help="a Chrome trace (.json.gz) of the last 2 steps with host activity, and "
+                        "the GPU's idle gaps summarised (benchmarks/gaps.py); those 2 steps are not timed")
     parser.add_argument("--memory-cap-gib", type=float,
                         help="cap this process's GPU memory (e.g. 79 to check that a run fits an 80 GB H100 on an H200)")
     parser.add_argument("--json", help="append the results as one JSON line to this file")
@@ -182,6 +201,8 @@ def main() -> None:
     for r in results:
         if "kernel_ms_per_step" in r:
             print_profile(r)
+        if "idle_gaps" in r:
+            print(f"GPU idle ({r['name']}):\n{r['idle_gaps']}")
     if len(results) == 2:
         print(f"ratio llmtrain / HF: {results[1]['tokens_per_sec_per_gpu'] / results[0]['tokens_per_sec_per_gpu']:.2f}x")
     if args.json:
