@@ -55,6 +55,6 @@ setup(
         # torchao: the FP8 tests (emulated on CPU); xdist: `make test` runs the suite in TEST_WORKERS processes.
         "test": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3.5", "torchao==0.18.0"],
         # Hopper speed (issue 18): FP8 GEMMs; never needed on CPU.
-        "hopper": ["torchao==0.18.0", "flash-attn-4==4.0.0b36"],
+        "hopper": ["torchao==0.18.0", "flash-attn-4[cu13]==4.0.0b40", "nvidia-cutlass-dsl[cu13]==4.8.1"],
     },
 )

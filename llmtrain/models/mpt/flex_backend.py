@@ -1,14 +1,14 @@
 """Which kernel compiled FlexAttention runs: FlashAttention-4 (flex's BACKEND "FLASH") or flex's Triton kernel.
 
 FA4's CuTe-DSL kernels (`pip install '.[hopper]'`: flash-attn-4 with the CUTLASS DSL) take flex's
-`score_mod` and block masks on Hopper, at up to twice the Triton kernel's speed. It is opt-in, with
-LLMTRAIN_FLASH_ATTENTION_4=1: on the H200 with torch 2.11 and flash-attn-4 4.0.0b36 the first FA4 compile
-did not finish within 7 minutes (docs/performance.md, 2026-12-03), and a model build must not hang.
-Whether a given torch, FA4 and mask combination compiles is only known by trying, and a failure inside the
-whole-model compile would end the run; so `choose` tries once, outside any compile, with MPT's own ALiBi
-score mod (and a document mask when the model uses one) on a small problem of the model's head shape,
-forward and backward, and takes FLASH only when it compiles and agrees with the Triton kernel. Otherwise
-TRITON, the default.
+`score_mod` and block masks on Hopper. With MPT's ALiBi on a causal mask they train faster than flex's
+Triton kernel (MPT-1B's heads on an H200: 2.20 against 3.17 ms forward + backward at B16 H16 S2048 D128,
+docs/performance.md); with a document mask they are slower (FA4's block-sparse path, 1.62 against 1.12 ms
+at B8, 4 documents a row), so documents keep Triton. Whether a given torch, FA4 and mask combination
+compiles is only known by trying, and a failure inside the whole-model compile would end the run; so
+`choose` tries once, outside any compile, with MPT's own ALiBi score mod on a small problem of the model's
+head shape, forward and backward, and takes FLASH only when it compiles and agrees with the Triton kernel.
+LLMTRAIN_FLASH_ATTENTION_4=0 skips the try (Triton everywhere), to rule FA4 out when diagnosing a run.
 
 The answer is remembered per (heads, kv heads, head size, documents, dtype, device) for the process and
 logged once, so a user sees which kernel trains their model.
@@ -24,9 +24,9 @@ import torch
 
 from llmtrain.models.mpt.attention import FLASH, TRITON, AttentionPlan, alibi_slopes, attend, kernel_options
 
-__all__ = ["FLASH", "TRITON", "choose", "flash_installed", "kernel_options"]
+__all__ = ["FLASH", "OPT_OUT", "TRITON", "choose", "flash_installed", "kernel_options"]
 log = logging.getLogger(__name__)
-OPT_IN = "LLMTRAIN_FLASH_ATTENTION_4"
+OPT_OUT = "LLMTRAIN_FLASH_ATTENTION_4"
 _PROBE_SEQ, _PROBE_BATCH = 512, 2
 
 
@@ -40,40 +40,38 @@ def flash_installed() -> bool:
 @functools.lru_cache(maxsize=None)
 def choose(n_heads: int, kv_heads: int, head_dim: int, alibi_bias_max: float, alibi: bool, documents: bool,
            dtype: torch.dtype = torch.bfloat16, device: str = "cuda") -> str:
-    """FLASH when asked for (LLMTRAIN_FLASH_ATTENTION_4=1), installed, and it trains this attention exactly as
-    the Triton kernel does; else TRITON."""
-    if os.environ.get(OPT_IN) != "1" or not flash_installed() or not torch.cuda.is_available():
+    """FLASH where installed, on CUDA, without a document mask, and it trains this attention exactly as the
+    Triton kernel does; else TRITON."""
+    if os.environ.get(OPT_OUT) == "0" or not flash_installed() or not torch.cuda.is_available():
+        return TRITON
+    if documents:  # measured slower than Triton with document masks (module docstring)
+        log.warning("attention: flex's Triton kernel for heads=%d head_dim=%d with document masks", n_heads, head_dim)
         return TRITON
     try:
-        error = _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, documents, dtype, device)
+        error = _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, dtype, device)
     except Exception as err:  # FA4 could not compile or run this case: Triton flex can
-        log.warning("attention: FlashAttention-4 unavailable for heads=%d head_dim=%d documents=%s (%s: %s); "
-                    "using flex's Triton kernel", n_heads, head_dim, documents, type(err).__name__,
+        log.warning("attention: FlashAttention-4 unavailable for heads=%d head_dim=%d (%s: %s); "
+                    "using flex's Triton kernel", n_heads, head_dim, type(err).__name__,
                     str(err).splitlines()[0][:200] if str(err) else "")
         return TRITON
     if error > 2e-2:
         log.warning("attention: FlashAttention-4 differs from flex's Triton kernel by %.3g; using Triton", error)
         return TRITON
-    log.warning("attention: flex with FlashAttention-4 (BACKEND=FLASH) for heads=%d head_dim=%d documents=%s",
-                n_heads, head_dim, documents)
+    log.warning("attention: flex with FlashAttention-4 (BACKEND=FLASH) for heads=%d head_dim=%d", n_heads, head_dim)
     return FLASH
 
 
-def _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, documents, dtype, device) -> float:
+def _max_error_against_triton(n_heads, kv_heads, head_dim, alibi_bias_max, alibi, dtype, device) -> float:
     gen = torch.Generator(device=device).manual_seed(0)
     shape = (_PROBE_BATCH, n_heads, _PROBE_SEQ, head_dim)
     q = torch.randn(shape, device=device, dtype=dtype, generator=gen)
     k, v = (torch.randn((_PROBE_BATCH, kv_heads, _PROBE_SEQ, head_dim), device=device, dtype=dtype, generator=gen)
             for _ in range(2))
-    sequence_id = None
-    if documents:  # three documents per row, boundaries not on block edges
-        pos = torch.arange(_PROBE_SEQ, device=device)
-        sequence_id = ((pos >= 100).long() + (pos >= 333).long()).expand(_PROBE_BATCH, -1).contiguous()
     results = []
     for backend in (TRITON, FLASH):
         plan = AttentionPlan(backend="flex", batch_size=_PROBE_BATCH, seq_len=_PROBE_SEQ, device=torch.device(device),
                              slopes=alibi_slopes(n_heads, alibi_bias_max, device) if alibi else None,
-                             alibi_bias_max=alibi_bias_max, sequence_id=sequence_id, flex_backend=backend)
+                             alibi_bias_max=alibi_bias_max, flex_backend=backend)
         leaves = [t.detach().requires_grad_() for t in (q, k, v)]
         out = attend(*leaves, plan, scale=head_dim ** -0.5)
         out.float().square().sum().backward()
