@@ -14,6 +14,7 @@ needs. `check_supported` runs before anything is built: FP8 GEMMs need a CUDA GP
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 from composer.core import Callback, State
@@ -22,6 +23,10 @@ from torch import nn
 
 from llmtrain.config import Fp8Config
 from llmtrain.errors import UserError
+from llmtrain.models.mpt.attention import FLASH, TRITON
+from llmtrain.models.mpt.modeling import MPTModel
+
+log = logging.getLogger(__name__)
 
 
 def check_supported(device: str, fp8: Fp8Config) -> None:
@@ -52,14 +57,24 @@ def convert(model: nn.Module, fp8: Fp8Config, fsdp: bool) -> list[str]:
     Under FSDP2 with tensorwise scales the parameters are also all-gathered in float8 (half the bytes);
     `Fp8ScalePrecompute` must then run after each optimizer step."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    from torchao.float8.config import Float8GemmConfig
 
     config = dataclasses.replace(Float8LinearConfig.from_recipe_name(fp8.recipe), emulate=fp8.emulate,
                                  enable_fsdp_float8_all_gather=fsdp and fp8.recipe == "tensorwise")
+    if fp8.fast_accum:
+        fast = Float8GemmConfig(use_fast_accum=True)
+        config = dataclasses.replace(config, gemm_config_grad_input=fast, gemm_config_grad_weight=fast)
     converted = [name for name, module in model.named_modules() if _in_blocks(module, name)]
     if not converted:
         raise UserError("precision: amp_fp8: the model has no Linear layer in its blocks with dimensions that are "
                         "multiples of 16; use precision: amp_bf16")
     convert_to_float8_training(model, module_filter_fn=_in_blocks, config=config)
+    for module in model.modules():
+        # FP8 models keep flex's Triton attention: with FlashAttention-4 the FP8 MPT-1B's compile did not
+        # finish within 190 s on an H200 (the bf16 one's takes ~65 s; docs/performance.md, 2026-12-04).
+        if isinstance(module, MPTModel) and module.flex_backend == FLASH:
+            module.flex_backend = TRITON
+            log.warning("attention: flex's Triton kernel for precision: amp_fp8 (not FlashAttention-4)")
     return converted
 
 

@@ -30,6 +30,16 @@ def test_only_the_blocks_linears_become_float8_and_the_weights_keep_their_names_
     assert {k: (v.dtype, v.shape) for k, v in model.state_dict().items()} == before
 
 
+@pytest.mark.parametrize("fast_accum", [False, True])
+def test_fast_accum_reaches_the_gradient_gemms(fast_accum):
+    model = tiny_model(d_model=64, n_heads=4, n_layers=1)
+    fp8.convert(model, Fp8Config(emulate=True, fast_accum=fast_accum), fsdp=False)
+    config = model.transformer.blocks[0].ffn.up_proj.config
+    assert config.gemm_config_output.use_fast_accum  # torchao's default for the forward GEMM
+    assert config.gemm_config_grad_input.use_fast_accum is fast_accum
+    assert config.gemm_config_grad_weight.use_fast_accum is fast_accum
+
+
 def test_emulated_fp8_step_is_close_to_the_high_precision_step():
     batch = token_batch()
     losses, grads = {}, {}
