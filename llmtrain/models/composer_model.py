@@ -24,6 +24,10 @@ def _metrics() -> dict:
     return {"LanguageCrossEntropy": LanguageCrossEntropy(), "LanguagePerplexity": LanguagePerplexity()}
 
 
+def _several_processes() -> bool:
+    return torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
 class _FromLoss:
     """Train metrics read off the loss the step already computed: Composer updates train metrics
     on every micro-batch, and a second (and third) cross entropy over the (B, S, 50432) logits costs
@@ -33,6 +37,12 @@ class _FromLoss:
     def update(self, loss: torch.Tensor, n_targets: torch.Tensor) -> None:
         self.sum_loss += loss.detach().float() * n_targets
         self.total_items += n_targets
+
+    def __init__(self):
+        # Composer computes train metrics after every batch; with one process torchmetrics would still
+        # barrier and all-gather each state then (host round trips while the GPU waits).
+        super().__init__()
+        self.distributed_available_fn = _several_processes
 
 
 class TrainCrossEntropy(_FromLoss, LanguageCrossEntropy):
