@@ -8,9 +8,9 @@ Backends compute the same thing:
 - `torch`: `F.scaled_dot_product_attention` with an explicit additive bias (the reference; plain causal
   attention without ALiBi/masks goes through SDPA's own causal kernels).
 - `flex`: `torch.nn.attention.flex_attention`, ALiBi as `score_mod`, masks as a `BlockMask`, so fully
-  masked blocks are skipped. On CUDA it is compiled, to flex's Triton kernel, or to FlashAttention-4's
-  where asked for, installed and able to handle the case (flex_backend.py); elsewhere it runs flex's
-  eager reference.
+  masked blocks are skipped. On CUDA it is compiled, to FlashAttention-4's kernels where installed and
+  faster for the case, else to flex's Triton kernel (flex_backend.py); elsewhere it runs flex's eager
+  reference.
 
 Masks are built once per forward (`AttentionPlan`) and shared by every layer.
 """

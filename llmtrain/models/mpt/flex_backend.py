@@ -2,9 +2,9 @@
 
 FA4's CuTe-DSL kernels (`pip install '.[hopper]'`: flash-attn-4 with the CUTLASS DSL) take flex's
 `score_mod` and block masks on Hopper. With MPT's ALiBi on a causal mask they train faster than flex's
-Triton kernel (MPT-1B's heads on an H200: 2.20 against 3.17 ms forward + backward at B16 H16 S2048 D128,
-docs/performance.md); with a document mask they are slower (FA4's block-sparse path, 1.62 against 1.12 ms
-at B8, 4 documents a row), so documents keep Triton. Whether a given torch, FA4 and mask combination
+Triton kernel (MPT-1B on an H200: attention 61 against 91 ms of the training step, docs/performance.md);
+with a document mask they are slower (FA4's block-sparse path: 1.62 against 1.12 ms forward + backward at
+B8 H16 S2048 D128, 4 documents a row), so documents keep Triton. Whether a given torch, FA4 and mask combination
 compiles is only known by trying, and a failure inside the whole-model compile would end the run; so
 `choose` tries once, outside any compile, with MPT's own ALiBi score mod on a small problem of the model's
 head shape, forward and backward, and takes FLASH only when it compiles and agrees with the Triton kernel.
