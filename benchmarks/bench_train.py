@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--json", help="append the results as one JSON line to this file")
     parser.add_argument("override", nargs="*", help="recipe overrides, e.g. model.attn_config.attn_impl=flex")
     args = parser.parse_args()
+    if args.trace and args.steps < (6 if args.profile else 3):  # the traced steps come after the timed and profiled ones
+        parser.error("--trace needs --steps of at least 3 (6 with --profile)")
 
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if args.memory_cap_gib and torch.cuda.is_available():
