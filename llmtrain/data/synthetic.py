@@ -28,6 +28,7 @@ class SyntheticConfig:
     seed: int = 0
     num_workers: int = 0
     drop_last: bool = True
+    pin_memory: bool = True  # as the text loader: with workers, a thread receives and pins each batch
 
 
 class SyntheticTokens(Dataset):
@@ -51,7 +52,8 @@ def build_synthetic_dataloader(cfg: SyntheticConfig, tokenizer, device_batch_siz
     dataset = SyntheticTokens(cfg)
     sampler = dist.get_sampler(dataset, shuffle=False, drop_last=cfg.drop_last)
     loader = DataLoader(dataset, batch_size=device_batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=cfg.drop_last, collate_fn=TextCollator(cfg.eos_token_id))
+                        drop_last=cfg.drop_last, collate_fn=TextCollator(cfg.eos_token_id),
+                        pin_memory=cfg.pin_memory and torch.cuda.is_available())  # pinning needs an accelerator
     return DataSpec(loader)
 
 
