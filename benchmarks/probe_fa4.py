@@ -9,6 +9,9 @@ Stages, each forward + backward in bf16 on (B, H, S, D), against a reference on 
   alibi      the same with MPT's ALiBi as a CuTe score mod (alibi_score_mods below)
   flex       compiled flex_attention with kernel_options BACKEND=FLASH, MPT's score mod, causal block mask
   flexdocs   the same with 4 documents per row
+  fp8model   a compiled 2-layer MPT of the shape's heads under amp bf16 with torchao float8 Linears and FA4
+             attention, forward + backward (FP8 models keep Triton attention: this compile did not finish in
+             190 s for MPT-1B on 2026-12-04; its timeout's stack dump says where it stalls)
 Prints, per stage, the first forward and backward times (compile included), the error against the
 reference, and the median fwd+bwd ms by triton.testing.do_bench.
 """
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import time
 
-STAGES = ("direct", "alibi", "flex", "flexdocs")
+STAGES = ("direct", "alibi", "flex", "flexdocs", "fp8model")
 
 
 def alibi_score_mods(n_heads: int, alibi_bias_max: float = 8.0):
@@ -59,6 +62,9 @@ def run_stage(stage: str, shape: tuple[int, int, int, int]) -> None:
 
     B, H, S, D = shape
     device = torch.device("cuda")
+    if stage == "fp8model":
+        fp8_model_stage(B, H, S, D)
+        return
 
     def inputs(b, s):
         gen = torch.Generator(device=device).manual_seed(0)
@@ -124,6 +130,31 @@ def run_stage(stage: str, shape: tuple[int, int, int, int]) -> None:
     ms = triton.testing.do_bench(lambda: torch.autograd.grad(fn(q, k, v, p_full), (q, k, v), do),
                                  warmup=50, rep=300, return_mode="median")
     print(f"[{stage}] {B}x{H}x{S}x{D} fwd+bwd median {ms:.3f} ms", flush=True)
+
+
+def fp8_model_stage(B: int, H: int, S: int, D: int) -> None:
+    import torch
+
+    from llmtrain.config import Fp8Config
+    from llmtrain.models.fp8 import convert
+    from llmtrain.models.mpt.attention import FLASH
+    from llmtrain.models.mpt.configuration import MPTConfig
+    from llmtrain.models.mpt.modeling import MPTForCausalLM
+
+    config = MPTConfig(d_model=H * D, n_heads=H, n_layers=2, vocab_size=50432, max_seq_len=S, no_bias=True,
+                       norm_type="low_precision_layernorm", attn_config={"attn_impl": "flash", "alibi": True})
+    model = MPTForCausalLM(config).cuda()
+    convert(model, Fp8Config(), fsdp=False)
+    model.transformer.flex_backend = FLASH  # what convert() turns back to Triton
+    compiled = torch.compile(model)
+    ids = torch.randint(0, 50277, (B, S), device="cuda")
+    for step in range(3):
+        start = time.time()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = compiled(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.cuda.synchronize()
+        print(f"[fp8model] step {step}: {time.time() - start:.1f} s, loss {loss.item():.4f}", flush=True)
 
 
 def main() -> None:
