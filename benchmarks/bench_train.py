@@ -22,10 +22,13 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+import gaps
 from llmtrain.builders import config_from_dict
 from llmtrain.train import build_trainer
-import gaps
 from measure import RECIPES, append_json, kernel_times, mfu, peak_mem_gib, print_profile, top_kernels
+
+TRACED_STEPS = 2  # --trace: the Python tracer slows the host, so these steps are not timed
+
 
 class StepProfiler(Callback):
     """CUDA kernel time of a few steps, by group (attention / matmul / optimizer / other). With `trace`
@@ -93,14 +96,15 @@ def run_ours(args) -> dict:
     timer = StepTimer()
     trainer.state.callbacks.append(timer)
     profiler = StepProfiler(args.warmup + 1, 3) if args.profile else None
-    tracer = StepProfiler(args.warmup + args.steps - 2, 2, args.trace) if args.trace else None  # after the timed steps
+    traced = TRACED_STEPS if args.trace else 0  # the last steps, after the timed ones
+    tracer = StepProfiler(args.warmup + args.steps - traced, traced, args.trace) if args.trace else None
     for callback in (profiler, tracer):
         if callback:
             trainer.state.callbacks.append(callback)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.fit()
-    timed = timer.times[args.warmup:args.warmup + args.steps - (2 if tracer else 0)]
+    timed = timer.times[args.warmup:args.warmup + args.steps - traced]
     step_s = statistics.median(timed)
     tok_s = args.microbatch * args.accum * args.seq / step_s
     model = trainer.state.model

@@ -12,6 +12,7 @@ Imports only the standard library.
 from __future__ import annotations
 
 import argparse
+import collections
 import gzip
 import json
 
@@ -47,10 +48,8 @@ class Stacks:
     def __init__(self, events: list[dict]):
         python = [e for e in events if e.get("ph") == "X" and e.get("cat") == "python_function"]
         # The host thread that drives the step: the one with the most Python frames (the train loop's).
-        counts: dict = {}
-        for e in python:
-            counts[e["tid"]] = counts.get(e["tid"], 0) + 1
-        main = max(counts, key=counts.get) if counts else None
+        busiest = collections.Counter(e["tid"] for e in python).most_common(1)
+        main = busiest[0][0] if busiest else None
         self.events = sorted((e for e in python if e["tid"] == main), key=lambda e: e["ts"])
         self.next = 0
         self.active: list[dict] = []

@@ -76,6 +76,9 @@ def run_stage(stage: str, shape: tuple[int, int, int, int]) -> None:
         return AttentionPlan(backend="flex", batch_size=b, seq_len=s, device=device,
                              slopes=alibi_slopes(H, 8.0, device), sequence_id=seq_id, flex_backend=backend)
 
+    def flex(q, k, v, p):  # compiled flex with the plan's backend
+        return attend(q, k, v, p, scale=D ** -0.5)
+
     if stage in ("direct", "alibi"):
         from flash_attn.cute import flash_attn_func
         mods = alibi_score_mods(H, 8.0) if stage == "alibi" else (None, None)
@@ -86,19 +89,14 @@ def run_stage(stage: str, shape: tuple[int, int, int, int]) -> None:
             out = out[0] if isinstance(out, tuple) else out
             return out.transpose(1, 2)
 
-        def ref(q, k, v, p):
-            if stage == "direct":
-                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=D ** -0.5)
-            return attend(q, k, v, p, scale=D ** -0.5)
+        def sdpa(q, k, v, p):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=D ** -0.5)
+
+        ref = sdpa if stage == "direct" else flex  # flex with the Triton plan
         docs = 1
     else:
+        fn = ref = flex  # the FLASH plan against the Triton plan
         docs = 4 if stage == "flexdocs" else 1
-
-        def fn(q, k, v, p):
-            return attend(q, k, v, p, scale=D ** -0.5)
-
-        def ref(q, k, v, p):  # p: the Triton plan
-            return attend(q, k, v, p, scale=D ** -0.5)
 
     # correctness on a small problem, against the reference
     small_b, small_s = 2, 512

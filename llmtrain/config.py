@@ -42,7 +42,7 @@ class Fp8Config:
     # kept in high precision (most accurate).
     recipe: Literal["tensorwise", "rowwise", "rowwise_with_gw_hp"] = "tensorwise"
     # The two gradient GEMMs in Hopper's fast-accumulation mode too (torchao uses it for the forward GEMM
-    # only): faster backward, accumulation with less precision (docs/performance.md has the loss curves).
+    # only): faster backward, accumulation with less precision. Not measured yet (docs/performance.md).
     fast_accum: bool = False
     # float8 numerics emulated in high precision: for tests on machines without FP8 GEMMs (CPU).
     emulate: bool = False

@@ -71,7 +71,7 @@ def convert(model: nn.Module, fp8: Fp8Config, fsdp: bool) -> list[str]:
     convert_to_float8_training(model, module_filter_fn=_in_blocks, config=config)
     for module in model.modules():
         # FP8 models keep flex's Triton attention: with FlashAttention-4 the FP8 MPT-1B's compile did not
-        # finish within 190 s on an H200 (the bf16 one's takes ~65 s; docs/performance.md, 2026-12-04).
+        # finish within 190 s on an H200 (the whole bf16 run took 78 s; docs/performance.md, 2026-12-04).
         if isinstance(module, MPTModel) and module.flex_backend == FLASH:
             module.flex_backend = TRITON
             log.warning("attention: flex's Triton kernel for precision: amp_fp8 (not FlashAttention-4)")
